@@ -1,0 +1,98 @@
+// fs-verity SHA-256 digest (4096-byte blocks, no salt), computed in userspace
+// exactly as the kernel and `fsverity digest` do. Objects and composefs images
+// are named by it. Streaming: feed chunks of any size; memory stays bounded
+// (one 4 KiB block per tree level).
+import { hash } from 'node:crypto';
+
+const BLOCK = 4096;
+
+const sha256 = (b: Uint8Array): Buffer => hash('sha256', b, 'buffer');
+
+/**
+ * One level of the Merkle tree. The last full block of a level is held back
+ * until something follows it: if nothing does and it is the level's only
+ * block, its hash is the root rather than an entry of the level above.
+ */
+interface Level { buf: Buffer; len: number; emitted: number }
+const newLevel = (): Level => ({ buf: Buffer.alloc(BLOCK), len: 0, emitted: 0 });
+
+export class FsVerityHasher {
+  private data = newLevel();
+  /** levels[0] holds digests of data blocks, levels[1] digests of levels[0] blocks, ... */
+  private levels: Level[] = [];
+  private total = 0;
+
+  update(chunk: Uint8Array): this {
+    this.total += chunk.length;
+    const d = this.data;
+    let off = 0;
+    while (off < chunk.length) {
+      if (d.len === BLOCK) { // a held-back block, and more data follows it
+        this.addDigest(0, sha256(d.buf));
+        d.emitted++;
+        d.len = 0;
+      }
+      if (d.len === 0 && chunk.length - off > BLOCK) {
+        // Fast path: hash whole blocks in place while more bytes follow them.
+        this.addDigest(0, sha256(chunk.subarray(off, off + BLOCK)));
+        d.emitted++;
+        off += BLOCK;
+        continue;
+      }
+      const n = Math.min(BLOCK - d.len, chunk.length - off);
+      d.buf.set(chunk.subarray(off, off + n), d.len);
+      d.len += n;
+      off += n;
+    }
+    return this;
+  }
+
+  private addDigest(level: number, digest: Buffer): void {
+    const l = (this.levels[level] ??= newLevel());
+    if (l.len === BLOCK) {
+      this.addDigest(level + 1, sha256(l.buf));
+      l.emitted++;
+      l.len = 0;
+    }
+    digest.copy(l.buf, l.len);
+    l.len += digest.length;
+  }
+
+  /** The root hash of the Merkle tree (all zeros for an empty file). */
+  rootHash(): Buffer {
+    if (this.total === 0) return Buffer.alloc(32);
+    const d = this.data;
+    d.buf.fill(0, d.len);
+    if (d.emitted === 0) return sha256(d.buf); // one data block: its hash is the root
+    this.addDigest(0, sha256(d.buf));
+    for (let i = 0; ; i++) {
+      const l = this.levels[i]!;
+      l.buf.fill(0, l.len);
+      if (l.emitted === 0 && this.levels.length === i + 1) return sha256(l.buf);
+      this.addDigest(i + 1, sha256(l.buf));
+      l.emitted++;
+      l.len = 0;
+      // A level that has just emitted its last block is done; move up.
+    }
+  }
+
+  /** The 32-byte fs-verity file digest. Call once; the hasher is spent after. */
+  digest(): Buffer {
+    const desc = Buffer.alloc(256);
+    desc[0] = 1; // version
+    desc[1] = 1; // hash algorithm: SHA-256
+    desc[2] = 12; // log2(block size)
+    desc[3] = 0; // salt size
+    desc.writeBigUInt64LE(BigInt(this.total), 8);
+    this.rootHash().copy(desc, 16);
+    return sha256(desc);
+  }
+
+  get size(): number { return this.total; }
+}
+
+export function fsverityDigest(data: Uint8Array): Buffer {
+  return new FsVerityHasher().update(data).digest();
+}
+
+export const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
