@@ -1,0 +1,119 @@
+// The metadata database: the single source of truth for what the store holds.
+// SQLite in WAL mode so that concurrent CLI processes read while one writes;
+// writers serialise on BEGIN IMMEDIATE and wait (busy timeout) for each other.
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- One row per stored image, keyed by its manifest digest.
+CREATE TABLE IF NOT EXISTS images (
+  id TEXT PRIMARY KEY,              -- manifest digest, sha256:<hex>
+  manifest_media_type TEXT NOT NULL,
+  config_digest TEXT NOT NULL,
+  composefs TEXT NOT NULL,          -- fs-verity digest (hex) of images/<hex>
+  source TEXT NOT NULL,             -- where it was imported from
+  created INTEGER NOT NULL,         -- unix ms
+  entries INTEGER NOT NULL,         -- number of paths in the flattened tree
+  logical_size INTEGER NOT NULL     -- bytes of regular-file content (hardlinks once)
+);
+CREATE TABLE IF NOT EXISTS tags (
+  name TEXT PRIMARY KEY,            -- repo:tag
+  image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS layers (
+  image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  idx INTEGER NOT NULL,
+  blob_digest TEXT NOT NULL,        -- compressed blob as the manifest names it
+  media_type TEXT NOT NULL,
+  blob_size INTEGER NOT NULL,
+  diff_id TEXT NOT NULL,            -- sha256 of the uncompressed tar
+  tar_size INTEGER NOT NULL,
+  split_digest TEXT NOT NULL,       -- blobs/sha256/<hex>: tar-split record
+  PRIMARY KEY (image_id, idx)
+);
+-- Every object each image needs (for gc and df); objects hold file contents.
+CREATE TABLE IF NOT EXISTS objects (
+  digest TEXT PRIMARY KEY,          -- fs-verity hex
+  size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS image_objects (
+  image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  digest TEXT NOT NULL,
+  PRIMARY KEY (image_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS image_objects_digest ON image_objects(digest);
+-- Manifests already turned into a composefs image: re-importing one of them
+-- (even after rmi, until gc) needs no layer read at all.
+CREATE TABLE IF NOT EXISTS builds (
+  manifest_digest TEXT PRIMARY KEY,
+  composefs TEXT NOT NULL,
+  entries INTEGER NOT NULL,
+  logical_size INTEGER NOT NULL,
+  layers_json TEXT NOT NULL,        -- the layer rows, to restore them
+  objects_json TEXT NOT NULL        -- the object digests the image needs
+);
+-- Read-only image mounts (runtime state, reconciled with /proc/self/mountinfo).
+CREATE TABLE IF NOT EXISTS mounts (
+  composefs TEXT PRIMARY KEY,
+  lower TEXT NOT NULL,              -- EROFS loop mount
+  merged TEXT NOT NULL,             -- overlay over it and the objects
+  refs INTEGER NOT NULL
+);
+-- Processes working on the store: gc waits for imports and imports for gc.
+CREATE TABLE IF NOT EXISTS leases (
+  id INTEGER PRIMARY KEY,
+  pid INTEGER NOT NULL,
+  kind TEXT NOT NULL,               -- 'write' or 'gc'
+  started INTEGER NOT NULL
+);
+`;
+
+export type Row = Record<string, SQLInputValue>;
+
+export class Db {
+  readonly sql: DatabaseSync;
+
+  constructor(file: string) {
+    this.sql = new DatabaseSync(file, { timeout: 30_000 });
+    this.sql.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+    this.tx(() => {
+      this.sql.exec(SCHEMA);
+      const v = this.get<{ value: string }>('SELECT value FROM meta WHERE key = ?', 'schema');
+      if (!v) this.run('INSERT INTO meta (key, value) VALUES (?, ?)', 'schema', String(SCHEMA_VERSION));
+    });
+  }
+
+  /** Run fn in one write transaction (BEGIN IMMEDIATE: writers queue up, no upgrade deadlocks). */
+  tx<T>(fn: () => T): T {
+    this.sql.exec('BEGIN IMMEDIATE');
+    try {
+      const r = fn();
+      this.sql.exec('COMMIT');
+      return r;
+    } catch (e) {
+      this.sql.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  run(q: string, ...args: SQLInputValue[]): void {
+    this.sql.prepare(q).run(...args);
+  }
+  get<T>(q: string, ...args: SQLInputValue[]): T | undefined {
+    return this.sql.prepare(q).get(...args) as T | undefined;
+  }
+  all<T>(q: string, ...args: SQLInputValue[]): T[] {
+    return this.sql.prepare(q).all(...args) as T[];
+  }
+  getMeta(key: string): string | undefined {
+    return this.get<{ value: string }>('SELECT value FROM meta WHERE key = ?', key)?.value;
+  }
+  setMeta(key: string, value: string): void {
+    this.run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value', key, value);
+  }
+  close(): void {
+    this.sql.close();
+  }
+}

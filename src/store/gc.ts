@@ -1,0 +1,85 @@
+// gc: remove what no image needs: objects, composefs images, blobs, build
+// records of removed images, and temporary files of dead processes. Holds the
+// gc lease, so no import or commit runs meanwhile.
+import { readdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Store } from './store.ts';
+import { acquireLease, pidAlive } from './leases.ts';
+
+export interface GcReport { objectsRemoved: number; imagesRemoved: number; blobsRemoved: number; bytesFreed: number }
+
+export async function gc(store: Store): Promise<GcReport> {
+  const lease = await acquireLease(store.db, 'gc');
+  try {
+    const { db } = store;
+    const liveImages = new Set(db.all<{ composefs: string }>('SELECT composefs FROM images UNION SELECT composefs FROM mounts').map((r) => r.composefs));
+    // Build records of removed images go: their objects are about to.
+    db.tx(() => {
+      db.run('DELETE FROM builds WHERE manifest_digest NOT IN (SELECT id FROM images)');
+      db.run('DELETE FROM objects WHERE digest NOT IN (SELECT digest FROM image_objects)');
+    });
+    const liveObjects = new Set(db.all<{ digest: string }>('SELECT DISTINCT digest FROM image_objects').map((r) => r.digest));
+    const liveBlobs = new Set<string>();
+    for (const r of db.all<{ id: string; config_digest: string }>('SELECT id, config_digest FROM images')) { liveBlobs.add(r.id); liveBlobs.add(r.config_digest); }
+    for (const r of db.all<{ split_digest: string }>('SELECT split_digest FROM layers')) liveBlobs.add(r.split_digest);
+
+    const report: GcReport = { objectsRemoved: 0, imagesRemoved: 0, blobsRemoved: 0, bytesFreed: 0 };
+    const remove = (path: string): void => {
+      try { report.bytesFreed += statSync(path).size; } catch { /* already gone */ }
+      rmSync(path, { force: true, recursive: true });
+    };
+    for (const hex of store.objects.list()) {
+      if (!liveObjects.has(hex)) { remove(store.objects.path(hex)); report.objectsRemoved++; }
+    }
+    for (const f of readdirSync(store.paths.images)) {
+      if (!liveImages.has(f)) { remove(join(store.paths.images, f)); report.imagesRemoved++; }
+    }
+    for (const d of store.blobs.list()) {
+      if (!liveBlobs.has(d)) { remove(store.blobs.path(d)); report.blobsRemoved++; }
+    }
+    for (const name of readdirSync(store.paths.tmp)) {
+      const m = /^objects-(\d+)-/.exec(name);
+      if (m && pidAlive(Number(m[1]))) continue;
+      remove(join(store.paths.tmp, name));
+    }
+    return report;
+  } finally {
+    lease.release();
+  }
+}
+
+export interface DfImage { id: string; names: string[]; entries: number; logicalSize: number; uniqueSize: number }
+export interface DfReport {
+  logicalSize: number;      // content bytes of every image, as if each had its own copy
+  storedSize: number;       // bytes of distinct objects the images need
+  metadataSize: number;     // composefs images, manifests, configs, tar-split records
+  dedupRatio: number;       // logical / stored
+  images: DfImage[];
+}
+
+export function df(store: Store): DfReport {
+  const { db } = store;
+  const images = db.all<{ id: string; entries: number; logical_size: number; composefs: string }>('SELECT id, entries, logical_size, composefs FROM images ORDER BY created');
+  const stored = Number(db.get<{ s: number | null }>('SELECT SUM(size) AS s FROM objects WHERE digest IN (SELECT digest FROM image_objects)')!.s ?? 0);
+  // Inline files live in the images: count their bytes as metadata.
+  let metadataSize = 0;
+  for (const f of readdirSync(store.paths.images)) metadataSize += statSync(join(store.paths.images, f)).size;
+  for (const d of store.blobs.list()) metadataSize += statSync(store.blobs.path(d)).size;
+  const out: DfImage[] = images.map((r) => ({
+    id: r.id,
+    names: db.all<{ name: string }>('SELECT name FROM tags WHERE image_id = ?', r.id).map((t) => t.name),
+    entries: r.entries,
+    logicalSize: r.logical_size,
+    uniqueSize: uniqueObjectBytes(store, r.id),
+  }));
+  const logicalSize = images.reduce((a, r) => a + r.logical_size, 0);
+  return { logicalSize, storedSize: stored, metadataSize, dedupRatio: stored > 0 ? logicalSize / stored : 1, images: out };
+}
+
+/** Bytes of the objects that only this image needs (what removing it would free). */
+export function uniqueObjectBytes(store: Store, id: string): number {
+  return Number(store.db.get<{ s: number | null }>(
+    `SELECT SUM(o.size) AS s FROM image_objects io JOIN objects o ON o.digest = io.digest
+     WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM image_objects x WHERE x.digest = io.digest AND x.image_id != io.image_id)`, id,
+  )?.s ?? 0);
+}

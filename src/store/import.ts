@@ -1,0 +1,226 @@
+// Import: an image source's layers, streamed and flattened into one tree;
+// new file contents into the object store; one composefs image for the
+// whole tree; the manifest, config and a tar-split record per layer kept so
+// each layer can be rebuilt byte for byte. Nothing becomes visible until the
+// final database transaction; a failure leaves the store as it was (at most
+// garbage under tmp/ that gc and fsck clean).
+import { existsSync } from 'node:fs';
+import type { Store } from './store.ts';
+import type { ImageSource, LayerRef } from '../oci/source.ts';
+import { readTar } from '../tar/reader.ts';
+import { TarSplitWriter } from '../tar/split.ts';
+import { LayerTreeBuilder, type FileContent } from '../tree/layers.ts';
+import { type FsNode, isReg, walk } from '../tree/node.ts';
+import { FsVerityHasher, fsverityDigest, toHex } from '../composefs/fsverity.ts';
+import { writeComposefsImage } from '../composefs/erofs-writer.ts';
+import { fail } from '../util/errors.ts';
+import { freeBytes, formatBytes, writeFileAtomic } from '../util/fs.ts';
+import { objectRelPath, type ObjectBatch } from './objects.ts';
+
+/** Files up to this size live inside the composefs image, as mkcomposefs does. */
+export const INLINE_MAX = 64;
+/** Files up to this size are hashed in memory before deciding to write them. */
+const BUFFER_MAX = 1 << 20;
+
+export interface ImportProgress {
+  layer: number;
+  layers: number;
+  bytes: number;       // uncompressed bytes read of this layer
+  files: number;
+}
+
+export interface ImportOptions {
+  onProgress?: (p: ImportProgress) => void;
+}
+
+export interface ImportResult {
+  id: string;
+  name: string;
+  composefs: string;
+  entries: number;
+  logicalSize: number;
+  objectsWritten: number;
+  bytesWritten: number;
+  reused: boolean;     // true when an earlier build of the same manifest was reused
+}
+
+export interface LayerRecord {
+  idx: number;
+  blob_digest: string;
+  media_type: string;
+  blob_size: number;
+  diff_id: string;
+  tar_size: number;
+  split_digest: string;
+}
+
+interface BuildRecord {
+  composefs: string;
+  entries: number;
+  logical_size: number;
+  layers_json: string;
+  objects_json: string;
+}
+
+export async function importFromSource(store: Store, src: ImageSource, name: string, opts: ImportOptions = {}): Promise<ImportResult> {
+  const id = src.manifest.digest;
+  const { db } = store;
+
+  // Re-import of a manifest already built: no layer needs reading.
+  const build = db.get<BuildRecord>('SELECT * FROM builds WHERE manifest_digest = ?', id);
+  if (build && existsSync(store.imagePath(build.composefs))) {
+    const objects = JSON.parse(build.objects_json) as string[];
+    if (objects.every((o) => store.objects.has(o))) {
+      store.blobs.put(src.manifest.bytes, id);
+      store.blobs.put(src.config.bytes, src.config.digest);
+      db.tx(() => recordImage(store, src, name, build.composefs, build.entries, build.logical_size, JSON.parse(build.layers_json) as LayerRecord[], objects));
+      return { id, name, composefs: build.composefs, entries: build.entries, logicalSize: build.logical_size, objectsWritten: 0, bytesWritten: 0, reused: true };
+    }
+  }
+
+  // Refuse up front what cannot fit: the layers' stored size is a floor
+  // for what the new content needs (less only when files dedup).
+  const need = src.layers.reduce((a, l) => a + l.size, 0);
+  const have = freeBytes(store.paths.root);
+  if (need > have) fail('ENOSPC', `not enough space: need ${formatBytes(need)}, have ${formatBytes(have)}`);
+
+  const batch = store.objects.batch();
+  try {
+    const builder = new LayerTreeBuilder();
+    const layers: LayerRecord[] = [];
+    for (const layer of src.layers) {
+      layers.push(await importLayer(store, batch, builder, layer, src.layers.length, opts));
+    }
+    const root = builder.finish();
+    const { objects, logicalSize, entries } = summarize(root);
+
+    const image = writeComposefsImage(root);
+    const cfs = toHex(fsverityDigest(image));
+    const imgPath = store.imagePath(cfs);
+    if (!existsSync(imgPath)) writeFileAtomic(imgPath, image, store.paths.tmp);
+    store.blobs.put(src.manifest.bytes, id);
+    store.blobs.put(src.config.bytes, src.config.digest);
+    batch.commit();
+
+    db.tx(() => {
+      db.run(
+        `INSERT INTO builds (manifest_digest, composefs, entries, logical_size, layers_json, objects_json) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(manifest_digest) DO UPDATE SET composefs = excluded.composefs, entries = excluded.entries,
+           logical_size = excluded.logical_size, layers_json = excluded.layers_json, objects_json = excluded.objects_json`,
+        id, cfs, entries, logicalSize, JSON.stringify(layers), JSON.stringify([...objects.keys()]),
+      );
+      for (const [hex, size] of objects) db.run('INSERT OR IGNORE INTO objects (digest, size) VALUES (?, ?)', hex, size);
+      recordImage(store, src, name, cfs, entries, logicalSize, layers, [...objects.keys()]);
+    });
+    return { id, name, composefs: cfs, entries, logicalSize, objectsWritten: batch.objectsWritten, bytesWritten: batch.bytesWritten, reused: false };
+  } catch (e) {
+    batch.discard();
+    throw e;
+  }
+}
+
+async function importLayer(
+  store: Store, batch: ObjectBatch, builder: LayerTreeBuilder, layer: LayerRef, layerCount: number, opts: ImportOptions,
+): Promise<LayerRecord> {
+  builder.beginLayer(`layer ${layer.index + 1} (${layer.digest.slice(0, 19)})`);
+  const split = new TarSplitWriter();
+  let tarSize = 0;
+  let files = 0;
+  const counted = async function* (src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const chunk of src) {
+      tarSize += chunk.length;
+      yield chunk;
+    }
+  };
+  let lastReport = 0;
+  for await (const entry of readTar(counted(layer.openTar()), { split })) {
+    let content: FileContent | undefined;
+    if (entry.type === 'file') {
+      const digest = await storeContent(batch, entry.body(), entry.size);
+      entry.setContentDigest(digest.digest);
+      content = digest.content;
+      files++;
+    }
+    builder.apply(entry, content);
+    if (opts.onProgress && tarSize - lastReport > 4 << 20) {
+      lastReport = tarSize;
+      opts.onProgress({ layer: layer.index, layers: layerCount, bytes: tarSize, files });
+    }
+  }
+  opts.onProgress?.({ layer: layer.index, layers: layerCount, bytes: tarSize, files });
+  const splitDigest = store.blobs.put(split.finish());
+  return {
+    idx: layer.index, blob_digest: layer.digest, media_type: layer.mediaType, blob_size: layer.size,
+    diff_id: layer.diffId, tar_size: tarSize, split_digest: splitDigest,
+  };
+}
+
+/** Hash a file's content and stage it as an object unless it is inline or already stored. */
+async function storeContent(batch: ObjectBatch, body: AsyncIterable<Uint8Array>, size: number): Promise<{ digest: Buffer; content: FileContent }> {
+  if (size <= BUFFER_MAX) {
+    const chunks: Uint8Array[] = [];
+    for await (const c of body) chunks.push(c);
+    const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    const digest = fsverityDigest(data);
+    if (size <= INLINE_MAX) return { digest, content: { inline: Uint8Array.from(data) } };
+    const hex = toHex(digest);
+    batch.putBuffer(hex, data);
+    return { digest, content: { digest, payload: objectRelPath(hex) } };
+  }
+  const out = batch.startStream();
+  const h = new FsVerityHasher();
+  try {
+    for await (const c of body) {
+      h.update(c);
+      out.write(c);
+    }
+  } catch (e) {
+    out.abort();
+    throw e;
+  }
+  const digest = h.digest();
+  const hex = toHex(digest);
+  out.finish(hex);
+  return { digest, content: { digest, payload: objectRelPath(hex) } };
+}
+
+/** The objects an image needs, its content size (each inode once) and its entry count. */
+export function summarize(root: FsNode): { objects: Map<string, number>; logicalSize: number; entries: number } {
+  const objects = new Map<string, number>();
+  const seen = new Set<FsNode>();
+  let logicalSize = 0;
+  let entries = 0;
+  for (const [, n] of walk(root)) {
+    entries++;
+    if (!isReg(n) || seen.has(n)) continue;
+    seen.add(n);
+    logicalSize += n.size;
+    if (n.digest && !n.inline) objects.set(toHex(n.digest), n.size);
+  }
+  return { objects, logicalSize, entries };
+}
+
+function recordImage(
+  store: Store, src: ImageSource, name: string, cfs: string, entries: number, logicalSize: number,
+  layers: LayerRecord[], objects: string[],
+): void {
+  const { db } = store;
+  const id = src.manifest.digest;
+  {
+    const exists = db.get('SELECT 1 FROM images WHERE id = ?', id);
+    if (!exists) {
+      db.run(
+        'INSERT INTO images (id, manifest_media_type, config_digest, composefs, source, created, entries, logical_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+        id, src.manifest.mediaType, src.config.digest, cfs, src.ref, Date.now(), entries, logicalSize,
+      );
+      for (const l of layers) {
+        db.run(
+          'INSERT INTO layers (image_id, idx, blob_digest, media_type, blob_size, diff_id, tar_size, split_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+          id, l.idx, l.blob_digest, l.media_type, l.blob_size, l.diff_id, l.tar_size, l.split_digest,
+        );
+      }
+      for (const o of objects) db.run('INSERT OR IGNORE INTO image_objects (image_id, digest) VALUES (?, ?)', id, o);
+    }
+    db.run('INSERT INTO tags (name, image_id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id', name, id);
+  }
+}

@@ -1,0 +1,168 @@
+// The object store: every regular file's content once, named by its fs-verity
+// digest, in the composefs digest-store layout objects/XX/<62 hex>.
+//
+// Durability without an fsync per file: a batch writes new objects into its
+// own directory under tmp/, then one syncfs makes them durable, then they are
+// renamed into place, then a second syncfs makes the renames durable. Only
+// then may the database reference them. A crash leaves garbage in tmp/ or
+// unreferenced objects (gc removes them), never a named object with bad bytes.
+import { closeSync, existsSync, openSync, renameSync, rmSync, writeSync, mkdirSync, statSync, readdirSync, createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { FsVerityHasher, toHex } from '../composefs/fsverity.ts';
+import { asSpaceError, syncFilesystem } from '../util/fs.ts';
+import { fail } from '../util/errors.ts';
+
+export const objectRelPath = (hex: string): string => `${hex.slice(0, 2)}/${hex.slice(2)}`;
+
+export class ObjectStore {
+  readonly dir: string;
+  private readonly tmpRoot: string;
+
+  constructor(dir: string, tmpRoot: string) {
+    this.dir = dir;
+    this.tmpRoot = tmpRoot;
+  }
+
+  /** Create objects/00..ff once, so that writers never race on mkdir. */
+  init(): void {
+    mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    for (let i = 0; i < 256; i++) mkdirSync(join(this.dir, i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o755 });
+  }
+
+  path(hex: string): string {
+    return join(this.dir, objectRelPath(hex));
+  }
+
+  has(hex: string): boolean {
+    return existsSync(this.path(hex));
+  }
+
+  size(hex: string): number | undefined {
+    try { return statSync(this.path(hex)).size; } catch { return undefined; }
+  }
+
+  open(hex: string, start?: number, end?: number): AsyncIterable<Uint8Array> {
+    if (!/^[0-9a-f]{64}$/.test(hex)) fail('EINVAL', `bad object digest: ${hex}`);
+    return createReadStream(this.path(hex), { start, end });
+  }
+
+  /** Re-hash an object; returns its real digest (or undefined if missing). */
+  async verify(hex: string): Promise<string | undefined> {
+    if (!this.has(hex)) return undefined;
+    const h = new FsVerityHasher();
+    for await (const chunk of this.open(hex)) h.update(chunk as Uint8Array);
+    return toHex(h.digest());
+  }
+
+  /** All object digests on disk (for fsck and gc). */
+  *list(): Generator<string> {
+    for (const d of readdirSync(this.dir)) {
+      if (!/^[0-9a-f]{2}$/.test(d)) continue;
+      for (const f of readdirSync(join(this.dir, d))) yield d + f;
+    }
+  }
+
+  batch(): ObjectBatch {
+    return new ObjectBatch(this, join(this.tmpRoot, `objects-${process.pid}-${randomBytes(6).toString('hex')}`));
+  }
+}
+
+/** New objects written by one operation, made visible together by commit(). */
+export class ObjectBatch {
+  private readonly store: ObjectStore;
+  readonly tmpDir: string;
+  private staged = new Map<string, string>(); // hex -> temp path
+  private created = false;
+  bytesWritten = 0;
+  objectsWritten = 0;
+
+  constructor(store: ObjectStore, tmpDir: string) {
+    this.store = store;
+    this.tmpDir = tmpDir;
+  }
+
+  private tmpPath(): string {
+    if (!this.created) { mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 }); this.created = true; }
+    return join(this.tmpDir, randomBytes(8).toString('hex'));
+  }
+
+  /** True when the object is already stored or staged in this batch. */
+  has(hex: string): boolean {
+    return this.staged.has(hex) || this.store.has(hex);
+  }
+
+  /** Stage content already in memory under its digest (skipped when present). */
+  putBuffer(hex: string, data: Uint8Array): void {
+    if (this.has(hex)) return;
+    const tmp = this.tmpPath();
+    writeWhole(tmp, [data]);
+    this.staged.set(hex, tmp);
+    this.bytesWritten += data.length;
+    this.objectsWritten++;
+  }
+
+  /** Start writing content of unknown digest; call finish() with the digest once known. */
+  startStream(): StagedStream {
+    const tmp = this.tmpPath();
+    let fd: number;
+    try { fd = openSync(tmp, 'wx', 0o644); } catch (e) { throw asSpaceError(e, 'an object'); }
+    let size = 0;
+    return {
+      write: (chunk: Uint8Array) => {
+        try {
+          let off = 0;
+          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
+        } catch (e) { throw asSpaceError(e, 'an object'); }
+        size += chunk.length;
+      },
+      finish: (hex: string) => {
+        closeSync(fd);
+        if (this.has(hex)) { rmSync(tmp, { force: true }); return; }
+        this.staged.set(hex, tmp);
+        this.bytesWritten += size;
+        this.objectsWritten++;
+      },
+      abort: () => { try { closeSync(fd); } catch { /* already closed */ } rmSync(tmp, { force: true }); },
+    };
+  }
+
+  /** Make every staged object durable and visible. */
+  commit(): void {
+    if (this.staged.size === 0) { this.discard(); return; }
+    syncFilesystem(this.tmpDir);
+    for (const [hex, tmp] of this.staged) renameSync(tmp, this.store.path(hex));
+    syncFilesystem(this.store.dir);
+    this.staged.clear();
+    this.discard();
+  }
+
+  /** Drop everything staged (on failure): nothing became visible. */
+  discard(): void {
+    if (this.created) rmSync(this.tmpDir, { recursive: true, force: true });
+    this.staged.clear();
+    this.created = false;
+  }
+}
+
+export interface StagedStream {
+  write(chunk: Uint8Array): void;
+  finish(hex: string): void;
+  abort(): void;
+}
+
+function writeWhole(path: string, chunks: Uint8Array[]): void {
+  let fd: number;
+  try { fd = openSync(path, 'wx', 0o644); } catch (e) { throw asSpaceError(e, 'an object'); }
+  try {
+    for (const c of chunks) {
+      let off = 0;
+      while (off < c.length) off += writeSync(fd, c, off, c.length - off);
+    }
+  } catch (e) {
+    throw asSpaceError(e, 'an object');
+  } finally {
+    closeSync(fd);
+  }
+}
+

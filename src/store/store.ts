@@ -1,0 +1,217 @@
+// The store: the library's front door. Everything the CLI does goes through
+// a Store; programs use it directly:
+//
+//   const store = await Store.open('/var/lib/cowshed');
+//   await store.importImage('oci:/tmp/layout:v1', 'debian:v1');
+//   const path = await store.mountImage('debian:v1');
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Db } from './db.ts';
+import { ObjectStore } from './objects.ts';
+import { BlobStore } from './blobs.ts';
+import { storePaths, defaultStoreDir, type StorePaths } from './paths.ts';
+import { acquireLease } from './leases.ts';
+import { uniqueObjectBytes } from './gc.ts';
+import { normalizeName, defaultNameFor } from './names.ts';
+import { importFromSource, type ImportOptions, type ImportResult } from './import.ts';
+import { openImageSource, type ImageSource } from '../oci/source.ts';
+import { openTarballSource } from './tarball-source.ts';
+import { CowshedError, fail } from '../util/errors.ts';
+import { readComposefsImage } from '../composefs/erofs-reader.ts';
+import type { FsNode } from '../tree/node.ts';
+import type { Manifest, ImageConfig } from '../oci/types.ts';
+
+export type DriverName = 'composefs' | 'overlay' | 'btrfs' | 'vfs';
+const DRIVERS: readonly DriverName[] = ['composefs', 'overlay', 'btrfs', 'vfs'];
+
+export interface ImageInfo {
+  id: string;
+  names: string[];
+  composefs: string;
+  created: number;
+  entries: number;
+  logicalSize: number;
+  source: string;
+}
+
+export interface ImageDetails extends ImageInfo {
+  manifest: Manifest;
+  config: ImageConfig;
+  layers: Array<{ digest: string; mediaType: string; size: number; diffId: string; tarSize: number }>;
+  /** Bytes of objects only this image needs. */
+  uniqueSize: number;
+  imageFileSize: number;
+}
+
+export interface StoreOptions {
+  /** Driver for a new store; an existing store keeps the one it was created with. */
+  driver?: DriverName;
+}
+
+export class Store {
+  readonly paths: StorePaths;
+  readonly db: Db;
+  readonly objects: ObjectStore;
+  readonly blobs: BlobStore;
+  readonly driver: DriverName;
+
+  private constructor(root: string, opts: StoreOptions) {
+    this.paths = storePaths(root);
+    const p = this.paths;
+    for (const d of [p.root, p.images, p.blobs, p.tmp, p.mounts, p.containers]) mkdirSync(d, { recursive: true, mode: 0o700 });
+    this.objects = new ObjectStore(p.objects, p.tmp);
+    this.objects.init();
+    this.blobs = new BlobStore(p.blobs, p.tmp);
+    this.db = new Db(p.db);
+    const recorded = this.db.getMeta('driver') as DriverName | undefined;
+    if (opts.driver && !DRIVERS.includes(opts.driver)) fail('EINVAL', `unknown driver ${JSON.stringify(opts.driver)}: use one of ${DRIVERS.join(', ')}`);
+    if (recorded && opts.driver && recorded !== opts.driver) {
+      fail('EINVAL', `store ${root} was created with the ${recorded} driver; it cannot switch to ${opts.driver}`);
+    }
+    this.driver = recorded ?? opts.driver ?? 'composefs';
+    if (!recorded) this.db.tx(() => this.db.setMeta('driver', this.driver));
+    if (this.driver !== 'composefs') fail('EUNSUPPORTED', `the ${this.driver} driver is not available yet; use composefs`);
+  }
+
+  static async open(root: string = defaultStoreDir(), opts: StoreOptions = {}): Promise<Store> {
+    return new Store(resolve(root), opts);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  imagePath(composefsHex: string): string {
+    return join(this.paths.images, composefsHex);
+  }
+
+  // ---- images ----
+
+  /** Import from `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE`, `tar:FILE`. */
+  async importImage(source: string, name?: string, opts: ImportOptions = {}): Promise<ImportResult> {
+    const src = await this.openSource(source);
+    try {
+      const finalName = name ? normalizeName(name) : defaultNameFor(sourcePath(source), sourceTag(source));
+      const lease = await acquireLease(this.db, 'write');
+      try {
+        return await importFromSource(this, src, finalName, opts);
+      } finally {
+        lease.release();
+      }
+    } finally {
+      await src.close();
+    }
+  }
+
+  private async openSource(source: string): Promise<ImageSource> {
+    const colon = source.indexOf(':');
+    const transport = colon > 0 ? source.slice(0, colon) : '';
+    switch (transport) {
+      case 'oci':
+      case 'oci-archive':
+      case 'docker-archive':
+        return openImageSource(source);
+      case 'tar':
+        return openTarballSource(source.slice(colon + 1));
+      default:
+        return fail('EINVAL', `unknown image source ${JSON.stringify(source)}: use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or tar:FILE`);
+    }
+  }
+
+  images(): ImageInfo[] {
+    const rows = this.db.all<{ id: string; composefs: string; created: number; entries: number; logical_size: number; source: string }>(
+      'SELECT id, composefs, created, entries, logical_size, source FROM images ORDER BY created DESC',
+    );
+    return rows.map((r) => this.info(r));
+  }
+
+  private info(r: { id: string; composefs: string; created: number; entries: number; logical_size: number; source: string }): ImageInfo {
+    const names = this.db.all<{ name: string }>('SELECT name FROM tags WHERE image_id = ? ORDER BY name', r.id).map((t) => t.name);
+    return { id: r.id, names, composefs: r.composefs, created: r.created, entries: r.entries, logicalSize: r.logical_size, source: r.source };
+  }
+
+  /** Find an image by name (`repo[:tag]`), id (`sha256:…`) or a unique id prefix. */
+  resolveImage(ref: string): ImageInfo {
+    const row = (q: string, ...a: string[]) =>
+      this.db.get<{ id: string; composefs: string; created: number; entries: number; logical_size: number; source: string }>(q, ...a);
+    let byName: string | undefined;
+    try { byName = normalizeName(ref); } catch { byName = undefined; }
+    if (byName) {
+      const r = row('SELECT i.* FROM images i JOIN tags t ON t.image_id = i.id WHERE t.name = ?', byName);
+      if (r) return this.info(r);
+    }
+    const hex = ref.replace(/^sha256:/, '');
+    if (/^[0-9a-f]{4,64}$/.test(hex)) {
+      const rows = this.db.all<{ id: string; composefs: string; created: number; entries: number; logical_size: number; source: string }>(
+        "SELECT * FROM images WHERE id LIKE ? || '%'", `sha256:${hex}`,
+      );
+      if (rows.length === 1) return this.info(rows[0]!);
+      if (rows.length > 1) fail('EINVAL', `image id prefix ${ref} is ambiguous`);
+    }
+    return fail('ENOENT', `no such image: ${ref}`);
+  }
+
+  inspectImage(ref: string): ImageDetails {
+    const info = this.resolveImage(ref);
+    const r = this.db.get<{ manifest_media_type: string; config_digest: string }>('SELECT manifest_media_type, config_digest FROM images WHERE id = ?', info.id)!;
+    const manifest = JSON.parse(this.blobs.get(info.id).toString()) as Manifest;
+    const config = JSON.parse(this.blobs.get(r.config_digest).toString()) as ImageConfig;
+    const layers = this.db.all<{ blob_digest: string; media_type: string; blob_size: number; diff_id: string; tar_size: number }>(
+      'SELECT * FROM layers WHERE image_id = ? ORDER BY idx', info.id,
+    ).map((l) => ({ digest: l.blob_digest, mediaType: l.media_type, size: l.blob_size, diffId: l.diff_id, tarSize: l.tar_size }));
+    let imageFileSize = 0;
+    try { imageFileSize = readFileSync(this.imagePath(info.composefs)).length; } catch { /* reported by fsck */ }
+    return { ...info, manifest, config, layers, uniqueSize: uniqueObjectBytes(this, info.id), imageFileSize };
+  }
+
+  /** The image's flattened tree, read back from its composefs image. */
+  imageTree(ref: string): FsNode {
+    const info = this.resolveImage(ref);
+    return readComposefsImage(readFileSync(this.imagePath(info.composefs)));
+  }
+
+  tag(src: string, dst: string): void {
+    const info = this.resolveImage(src);
+    const name = normalizeName(dst);
+    this.db.tx(() => this.db.run('INSERT INTO tags (name, image_id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id', name, info.id));
+  }
+
+  /**
+   * Remove names; an image whose last name goes (or named by id) is removed.
+   * Its objects stay until gc, so importing it again is instant.
+   */
+  removeImage(ref: string, opts: { force?: boolean } = {}): { untagged: string[]; deleted?: string } {
+    const info = this.resolveImage(ref);
+    return this.db.tx(() => {
+      let byName: string | undefined;
+      try { byName = normalizeName(ref); } catch { byName = undefined; }
+      const named = byName !== undefined && info.names.includes(byName);
+      const untag = named && !opts.force ? [byName!] : info.names;
+      for (const n of untag) this.db.run('DELETE FROM tags WHERE name = ?', n);
+      const left = this.db.get<{ c: number }>('SELECT COUNT(*) AS c FROM tags WHERE image_id = ?', info.id)!.c;
+      if (left > 0) return { untagged: untag };
+      if (this.db.get('SELECT 1 FROM mounts WHERE composefs = ?', info.composefs)) {
+        throw new CowshedError('EBUSY', `image ${ref} is mounted; run cowshed umount ${ref} first`);
+      }
+      this.db.run('DELETE FROM images WHERE id = ?', info.id);
+      return { untagged: untag, deleted: info.id };
+    });
+  }
+}
+
+/** The path part of a source reference (for default names). */
+function sourcePath(source: string): string {
+  const rest = source.slice(source.indexOf(':') + 1);
+  if (source.startsWith('oci:') || source.startsWith('oci-archive:')) {
+    const i = rest.lastIndexOf(':');
+    return i > 0 && !existsSync(rest) ? rest.slice(0, i) : rest;
+  }
+  return rest;
+}
+
+function sourceTag(source: string): string | undefined {
+  if (!source.startsWith('oci:') && !source.startsWith('oci-archive:')) return undefined;
+  const rest = source.slice(source.indexOf(':') + 1);
+  const i = rest.lastIndexOf(':');
+  return i > 0 && !existsSync(rest) ? rest.slice(i + 1) : undefined;
+}

@@ -1,0 +1,49 @@
+// Running the real CLI (as users and outside tests do) against a test store,
+// and cleaning up what a test store mounted.
+import { spawnSync, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const MAIN = join(REPO, 'src', 'cli', 'main.ts');
+
+export interface CliResult { status: number; stdout: string; stderr: string }
+
+export function cowshed(store: string, ...args: string[]): CliResult {
+  const r = spawnSync(process.execPath, [MAIN, '--store', store, ...args], { encoding: 'utf8', maxBuffer: 256 << 20 });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Like cowshed() but fails the test with the CLI's stderr when the command fails. */
+export function cowshedOk(store: string, ...args: string[]): string {
+  const r = cowshed(store, ...args);
+  if (r.status !== 0) throw new Error(`cowshed ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+
+export function tempDir(prefix = 'cowshed-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** Unmount everything mounted below dir (deepest first), then remove it. */
+export function removeTree(dir: string): void {
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+    .map((l) => l.split(' ')[4]).filter((m): m is string => !!m && (m === dir || m.startsWith(dir + '/')))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) {
+    try { execFileSync('umount', [m], { stdio: 'ignore' }); } catch { execFileSync('umount', ['-l', m], { stdio: 'ignore' }); }
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** The Debian fixture (built once, cached outside the repo). */
+export function debianFixture(): { layout: string; rootfsTar: string } {
+  const out = execFileSync('bash', [join(REPO, 'scripts', 'build-debian-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const layout = out.trim().split('\n').pop()!;
+  return { layout, rootfsTar: join(dirname(layout), 'debian-rootfs.tar') };
+}
+
+/** Last line of a command's stdout (mount prints the path last). */
+export const lastLine = (s: string): string => s.trim().split('\n').pop()!;
