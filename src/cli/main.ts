@@ -35,7 +35,7 @@ async function withStore<T>(fn: (s: Store) => Promise<T> | T): Promise<T> {
 }
 
 program.command('import')
-  .description('import an image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, tar:FILE')
+  .description('import an image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, tar:FILE, dir:PATH')
   .argument('<source>').argument('[name]', 'NAME[:TAG] to give the image')
   .action(async (source: string, name: string | undefined) => withStore(async (s) => {
     const bar = progress(!globals().quiet);

@@ -88,11 +88,14 @@ export async function importFromSource(store: Store, src: ImageSource, name: str
   try {
     const builder = new LayerTreeBuilder();
     const layers: LayerRecord[] = [];
+    // Every layer's file contents, hidden ones too: rebuilding a layer for
+    // export needs the files that later layers deleted or replaced.
+    const objects = new Map<string, number>();
     for (const layer of src.layers) {
-      layers.push(await importLayer(store, batch, builder, layer, src.layers.length, opts));
+      layers.push(await importLayer(store, batch, builder, layer, src.layers.length, objects, opts));
     }
     const root = builder.finish();
-    const { objects, logicalSize, entries } = summarize(root);
+    const { logicalSize, entries } = summarize(root);
 
     const image = writeComposefsImage(root);
     const cfs = toHex(fsverityDigest(image));
@@ -120,7 +123,8 @@ export async function importFromSource(store: Store, src: ImageSource, name: str
 }
 
 async function importLayer(
-  store: Store, batch: ObjectBatch, builder: LayerTreeBuilder, layer: LayerRef, layerCount: number, opts: ImportOptions,
+  store: Store, batch: ObjectBatch, builder: LayerTreeBuilder, layer: LayerRef, layerCount: number,
+  objects: Map<string, number>, opts: ImportOptions,
 ): Promise<LayerRecord> {
   builder.beginLayer(`layer ${layer.index + 1} (${layer.digest.slice(0, 19)})`);
   const split = new TarSplitWriter();
@@ -136,9 +140,10 @@ async function importLayer(
   for await (const entry of readTar(counted(layer.openTar()), { split })) {
     let content: FileContent | undefined;
     if (entry.type === 'file') {
-      const digest = await storeContent(batch, entry.body(), entry.size);
-      entry.setContentDigest(digest.digest);
-      content = digest.content;
+      const stored = await storeContent(batch, entry.body(), entry.size);
+      entry.setContentDigest(stored.digest);
+      if (entry.size > 0) objects.set(toHex(stored.digest), entry.size);
+      content = stored.content;
       files++;
     }
     builder.apply(entry, content);
@@ -155,16 +160,20 @@ async function importLayer(
   };
 }
 
-/** Hash a file's content and stage it as an object unless it is inline or already stored. */
+/**
+ * Hash a file's content and stage it as an object unless already stored.
+ * Small files are also kept inline in the composefs image (no object lookup
+ * when reading them); their object serves layer rebuilds and verification.
+ */
 async function storeContent(batch: ObjectBatch, body: AsyncIterable<Uint8Array>, size: number): Promise<{ digest: Buffer; content: FileContent }> {
   if (size <= BUFFER_MAX) {
     const chunks: Uint8Array[] = [];
     for await (const c of body) chunks.push(c);
     const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     const digest = fsverityDigest(data);
-    if (size <= INLINE_MAX) return { digest, content: { inline: Uint8Array.from(data) } };
     const hex = toHex(digest);
-    batch.putBuffer(hex, data);
+    if (size > 0) batch.putBuffer(hex, data);
+    if (size <= INLINE_MAX) return { digest, content: { inline: Uint8Array.from(data) } };
     return { digest, content: { digest, payload: objectRelPath(hex) } };
   }
   const out = batch.startStream();
@@ -184,9 +193,8 @@ async function storeContent(batch: ObjectBatch, body: AsyncIterable<Uint8Array>,
   return { digest, content: { digest, payload: objectRelPath(hex) } };
 }
 
-/** The objects an image needs, its content size (each inode once) and its entry count. */
-export function summarize(root: FsNode): { objects: Map<string, number>; logicalSize: number; entries: number } {
-  const objects = new Map<string, number>();
+/** An image's content size (each inode once) and its entry count. */
+export function summarize(root: FsNode): { logicalSize: number; entries: number } {
   const seen = new Set<FsNode>();
   let logicalSize = 0;
   let entries = 0;
@@ -195,9 +203,8 @@ export function summarize(root: FsNode): { objects: Map<string, number>; logical
     if (!isReg(n) || seen.has(n)) continue;
     seen.add(n);
     logicalSize += n.size;
-    if (n.digest && !n.inline) objects.set(toHex(n.digest), n.size);
   }
-  return { objects, logicalSize, entries };
+  return { logicalSize, entries };
 }
 
 function recordImage(

@@ -15,7 +15,7 @@ import { uniqueObjectBytes } from './gc.ts';
 import { normalizeName, defaultNameFor } from './names.ts';
 import { importFromSource, type ImportOptions, type ImportResult } from './import.ts';
 import { openImageSource, type ImageSource } from '../oci/source.ts';
-import { openTarballSource } from './tarball-source.ts';
+import { openTarballSource, openDirectorySource } from './local-sources.ts';
 import { CowshedError, fail } from '../util/errors.ts';
 import { readComposefsImage } from '../composefs/erofs-reader.ts';
 import type { FsNode } from '../tree/node.ts';
@@ -87,7 +87,7 @@ export class Store {
 
   // ---- images ----
 
-  /** Import from `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE`, `tar:FILE`. */
+  /** Import from `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE`, `tar:FILE` or `dir:PATH`. */
   async importImage(source: string, name?: string, opts: ImportOptions = {}): Promise<ImportResult> {
     const src = await this.openSource(source);
     try {
@@ -113,8 +113,10 @@ export class Store {
         return openImageSource(source);
       case 'tar':
         return openTarballSource(source.slice(colon + 1));
+      case 'dir':
+        return openDirectorySource(source.slice(colon + 1));
       default:
-        return fail('EINVAL', `unknown image source ${JSON.stringify(source)}: use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or tar:FILE`);
+        return fail('EINVAL', `unknown image source ${JSON.stringify(source)}: use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, tar:FILE or dir:PATH`);
     }
   }
 

@@ -1,0 +1,94 @@
+// Sources without a manifest: `tar:FILE` (a root filesystem tarball, plain,
+// gzip or zstd) and `dir:PATH` (a directory). Each becomes a one-layer image
+// with the manifest and config an OCI image of it would have. Reading the
+// content once beforehand gives the blob digest and diff ID they must name;
+// the import then verifies the second read against them.
+import { createReadStream, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { CowshedError, fail } from '../util/errors.ts';
+import { decompress, detectCompression } from '../oci/compression.ts';
+import { digestOfStream, verifyDigest, sha256Digest } from '../oci/digest.ts';
+import { OCI_CONFIG, OCI_MANIFEST, ociLayerMediaType } from '../oci/media-types.ts';
+import type { ImageSource } from '../oci/source.ts';
+import type { ImageConfig, Manifest } from '../oci/types.ts';
+import { writeTar } from '../tar/writer.ts';
+import { treeToTarEntries } from '../tree/to-tar.ts';
+
+interface LayerSpec {
+  blob: { digest: string; size: number };
+  diffId: string;
+  mediaType: string;
+  openBlob(): AsyncIterable<Uint8Array>;
+  openTar(): AsyncIterable<Uint8Array>;
+}
+
+function singleLayerSource(ref: string, layer: LayerSpec): ImageSource {
+  const config: ImageConfig = {
+    architecture: process.arch === 'x64' ? 'amd64' : process.arch,
+    os: 'linux',
+    rootfs: { type: 'layers', diff_ids: [layer.diffId] },
+    history: [{ created_by: `cowshed import ${ref}` }],
+  };
+  const configBytes = Buffer.from(JSON.stringify(config));
+  const manifest: Manifest = {
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: OCI_CONFIG, digest: sha256Digest(configBytes), size: configBytes.length },
+    layers: [{ mediaType: layer.mediaType, digest: layer.blob.digest, size: layer.blob.size }],
+  };
+  const manifestBytes = Buffer.from(JSON.stringify(manifest));
+  return {
+    ref,
+    manifest: { digest: sha256Digest(manifestBytes), mediaType: OCI_MANIFEST, bytes: manifestBytes, parsed: manifest },
+    config: { digest: manifest.config.digest, bytes: configBytes, parsed: config },
+    layers: [{
+      index: 0, digest: layer.blob.digest, mediaType: layer.mediaType, size: layer.blob.size, diffId: layer.diffId,
+      openBlob: () => verifyDigest(layer.openBlob(), layer.blob.digest, ref, layer.blob.size),
+      openTar: () => verifyDigest(layer.openTar(), layer.diffId, `${ref} (uncompressed)`),
+    }],
+    close: async () => {},
+  };
+}
+
+function statKind(path: string, ref: string): 'file' | 'dir' {
+  try {
+    const st = statSync(path);
+    if (st.isFile()) return 'file';
+    if (st.isDirectory()) return 'dir';
+  } catch (e) {
+    return fail('ENOENT', `cannot read ${ref}: ${(e as Error).message}`);
+  }
+  return fail('EINVAL', `${ref} is neither a regular file nor a directory`);
+}
+
+export async function openTarballSource(file: string): Promise<ImageSource> {
+  const ref = `tar:${file}`;
+  if (statKind(file, ref) !== 'file') fail('EINVAL', `${ref} is not a regular file`);
+  const compression = detectCompression(await readHead(file), ref);
+  const blob = await digestOfStream(createReadStream(file));
+  const diff = compression === 'none' ? blob : await digestOfStream(decompress(createReadStream(file), ref));
+  const openBlob = () => createReadStream(file);
+  return singleLayerSource(ref, {
+    blob, diffId: diff.digest, mediaType: ociLayerMediaType(compression), openBlob,
+    openTar: () => decompress(verifyDigest(openBlob(), blob.digest, ref, blob.size), ref),
+  });
+}
+
+export async function openDirectorySource(dir: string): Promise<ImageSource> {
+  const ref = `dir:${dir}`;
+  if (statKind(dir, ref) !== 'dir') fail('EINVAL', `${ref} is not a directory`);
+  const { treeFromDirectory } = await import('../composefs/from-dir.ts');
+  const root = await treeFromDirectory(dir, {});
+  // Without a digest store, treeFromDirectory names each file by its path in dir.
+  const tar = () => writeTar(treeToTarEntries(root, (node, path) => {
+    if (node.payload === undefined) throw new CowshedError('EFORMAT', `${ref}: no source path for ${path}`);
+    return createReadStream(join(dir, node.payload));
+  }));
+  const blob = await digestOfStream(tar());
+  return singleLayerSource(ref, { blob, diffId: blob.digest, mediaType: ociLayerMediaType('none'), openBlob: tar, openTar: tar });
+}
+
+async function readHead(file: string): Promise<Uint8Array> {
+  for await (const chunk of createReadStream(file, { start: 0, end: 15 })) return chunk as Uint8Array;
+  return new Uint8Array(0);
+}
