@@ -1,7 +1,7 @@
 // The metadata database: the single source of truth for what the store holds.
 // SQLite in WAL mode so that concurrent CLI processes read while one writes;
 // writers serialise on BEGIN IMMEDIATE and wait (busy timeout) for each other.
-import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 
 const SCHEMA_VERSION = 1;
 
@@ -74,6 +74,8 @@ export type Row = Record<string, SQLInputValue>;
 
 export class Db {
   readonly sql: DatabaseSync;
+  /** Prepared once per query text: imports run thousands of the same inserts. */
+  private statements = new Map<string, StatementSync>();
 
   constructor(file: string) {
     this.sql = new DatabaseSync(file, { timeout: 30_000 });
@@ -98,14 +100,19 @@ export class Db {
     }
   }
 
+  private prepare(q: string): StatementSync {
+    let st = this.statements.get(q);
+    if (!st) this.statements.set(q, (st = this.sql.prepare(q)));
+    return st;
+  }
   run(q: string, ...args: SQLInputValue[]): void {
-    this.sql.prepare(q).run(...args);
+    this.prepare(q).run(...args);
   }
   get<T>(q: string, ...args: SQLInputValue[]): T | undefined {
-    return this.sql.prepare(q).get(...args) as T | undefined;
+    return this.prepare(q).get(...args) as T | undefined;
   }
   all<T>(q: string, ...args: SQLInputValue[]): T[] {
-    return this.sql.prepare(q).all(...args) as T[];
+    return this.prepare(q).all(...args) as T[];
   }
   getMeta(key: string): string | undefined {
     return this.get<{ value: string }>('SELECT value FROM meta WHERE key = ?', key)?.value;

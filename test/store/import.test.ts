@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { cowshed, cowshedOk, tempDir, removeTree, debianFixture, lastLine } from '../helpers/cli.ts';
 import { listTree, compareTrees, type ListTreeOptions } from '../helpers/tree-listing.ts';
 import { buildEdgeImage, buildHostileTars, type HostileTarName } from '../fixtures/edge-image.ts';
+import { Store } from '../../src/store/store.ts';
+import { digestOfStream } from '../../src/oci/digest.ts';
 
 function countObjects(store: string): number {
   let n = 0;
@@ -94,6 +96,21 @@ describe('the Debian image', () => {
     cowshedOk(store, 'rmi', 'debian:docker');
   });
 
+  test('every layer rebuilds byte for byte from the store (its diff ID)', async () => {
+    const s = await Store.open(store);
+    try {
+      const info = s.inspectImage('debian:v2');
+      assert.equal(info.layers.length, 2);
+      for (let i = 0; i < info.layers.length; i++) {
+        const { digest, size } = await digestOfStream(s.layerTar('debian:v2', i));
+        assert.equal(digest, info.layers[i]!.diffId);
+        assert.equal(size, info.layers[i]!.tarSize);
+      }
+    } finally {
+      s.close();
+    }
+  });
+
   test('tar: a rootfs tarball imports as the same files', async () => {
     cowshedOk(store, 'import', `tar:${fx.rootfsTar}`, 'debian:tarball');
     const a = lastLine(cowshedOk(store, 'mount', 'debian:tarball'));
@@ -149,6 +166,17 @@ describe('the edge-case image', () => {
     const digests = ['edge:oci', 'edge:archive'].map((n) => inspect(n).composefs);
     assert.equal(new Set(digests).size, 1, `one tree, one composefs image: ${digests.join(' ')}`);
     assert.equal(inspect('edge:oci').layers.length, 3);
+
+    // Every layer, files hidden by later layers included, rebuilds exactly.
+    const s = await Store.open(store);
+    try {
+      const info = s.inspectImage('edge:oci');
+      for (let i = 0; i < info.layers.length; i++) {
+        assert.equal((await digestOfStream(s.layerTar('edge:oci', i))).digest, info.layers[i]!.diffId, `layer ${i + 1}`);
+      }
+    } finally {
+      s.close();
+    }
 
     const mnt = lastLine(cowshedOk(store, 'mount', 'edge:oci'));
     try {

@@ -1,0 +1,13 @@
+// cowshed as a library: everything the CLI does, a program can do.
+export { Store, type ImageInfo, type ImageDetails, type StoreOptions, type DriverName } from './store/store.ts';
+export type { ImportOptions, ImportResult, ImportProgress } from './store/import.ts';
+export { fsck, type FsckReport, type FsckProblem } from './store/fsck.ts';
+export { gc, df, type GcReport, type DfReport } from './store/gc.ts';
+export { mountImage, unmountImage, verifyImage } from './drivers/composefs.ts';
+export { CowshedError, isCowshedError, type ErrorCode } from './util/errors.ts';
+export { FsVerityHasher, fsverityDigest } from './composefs/fsverity.ts';
+export { writeComposefsImage } from './composefs/erofs-writer.ts';
+export { readComposefsImage } from './composefs/erofs-reader.ts';
+export { parseDump, printDump } from './composefs/dump.ts';
+export { createComposefs } from './composefs/create.ts';
+export type { FsNode } from './tree/node.ts';
