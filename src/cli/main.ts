@@ -5,7 +5,9 @@ import { Store, type DriverName } from '../store/store.ts';
 import { defaultStoreDir } from '../store/paths.ts';
 import { fsck } from '../store/fsck.ts';
 import { gc, df } from '../store/gc.ts';
-import { mountImage, unmountImage } from '../drivers/composefs.ts';
+import { mountImage, unmountImage, verifyImage } from '../drivers/composefs.ts';
+import { findContainer, mount as mountContainerByRef, unmount as unmountContainerByRef } from '../containers/containers.ts';
+import { containerCommands } from './containers.ts';
 import { isCowshedError } from '../util/errors.ts';
 import { table, formatBytes, age, shortId, progress } from './output.ts';
 import { composefsCommands } from './composefs.ts';
@@ -24,7 +26,7 @@ const program = new Command('cowshed')
 const globals = (): GlobalOpts => program.opts<GlobalOpts>();
 const say = (s: string): void => { process.stdout.write(s.endsWith('\n') ? s : `${s}\n`); };
 
-async function withStore<T>(fn: (s: Store) => Promise<T> | T): Promise<T> {
+export async function withStore<T>(fn: (s: Store) => Promise<T> | T): Promise<T> {
   const g = globals();
   const store = await Store.open(g.store, { driver: g.driver });
   try {
@@ -75,9 +77,9 @@ program.command('images')
   }));
 
 program.command('inspect')
-  .description('show an image as JSON: manifest, config, composefs digest, sizes')
+  .description('show a container or an image as JSON (images: manifest, config, composefs digest, sizes)')
   .argument('<name>')
-  .action(async (name: string) => withStore((s) => say(JSON.stringify(s.inspectImage(name), null, 2))));
+  .action(async (name: string) => withStore((s) => say(JSON.stringify(findContainer(s, name) ?? s.inspectImage(name), null, 2))));
 
 program.command('tag')
   .description('give an image another name')
@@ -97,17 +99,25 @@ program.command('rmi')
   }));
 
 program.command('mount')
-  .description('mount an image read-only; prints the path')
+  .description('mount a container, or an image read-only; prints the path')
   .argument('<name>')
   .option('--verify', 're-hash the image and every object before mounting')
-  .action(async (name: string, o: { verify?: boolean }) => withStore(async (s) => say(await mountImage(s, name, { verify: o.verify }))));
+  .action(async (name: string, o: { verify?: boolean }) => withStore(async (s) => {
+    const c = findContainer(s, name);
+    if (c && o.verify) await verifyImage(s, c.imageId, c.composefs);
+    say(c ? mountContainerByRef(s, c.id) : await mountImage(s, name, { verify: o.verify }));
+  }));
 
 program.command('umount')
   .alias('unmount')
-  .description('unmount an image')
+  .description('unmount a container or an image')
   .argument('<name>')
-  .option('-a, --all', 'unmount even if mounted more than once')
-  .action(async (name: string, o: { all?: boolean }) => withStore((s) => { unmountImage(s, name, { all: o.all }); }));
+  .option('-a, --all', 'unmount an image even if mounted more than once')
+  .action(async (name: string, o: { all?: boolean }) => withStore((s) => {
+    const c = findContainer(s, name);
+    if (c) unmountContainerByRef(s, c.id);
+    else unmountImage(s, name, { all: o.all });
+  }));
 
 program.command('fsck')
   .description('check the store: structure, database against files, every object digest')
@@ -143,6 +153,7 @@ program.command('df')
     say(`\nlogical ${formatBytes(r.logicalSize)}, stored ${formatBytes(r.storedSize)} + metadata ${formatBytes(r.metadataSize)}, dedup ratio ${r.dedupRatio.toFixed(2)}`);
   }));
 
+containerCommands(program, withStore, say);
 composefsCommands(program);
 
 async function main(argv: string[]): Promise<void> {

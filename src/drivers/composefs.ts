@@ -1,8 +1,13 @@
-// composefs: an image is its EROFS metadata image loop-mounted read-only,
-// under an overlay whose data-only layer is the object store. One mount per
-// image, shared (refcounted in the database); the database's mount rows are
-// reconciled with /proc/self/mountinfo, so a crash or reboot that lost the
-// mounts only means they are made again when next needed.
+// composefs driver: an image is its EROFS metadata image, loop-mounted
+// read-only once (the "lower"), with the object store as overlayfs's
+// data-only layer. The lower is shared by the image's read-only mount and
+// every mounted container of the image, and stays mounted while any of them
+// needs it (derived from the database, not counted separately).
+//
+// Mounts are runtime state: before each mount operation the database is
+// reconciled with /proc/self/mountinfo, so mounts lost to a crash or reboot
+// are simply made again when next needed. Mount operations run inside a
+// write transaction, so two processes never mount the same thing twice.
 import { mkdirSync, rmSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Store } from '../store/store.ts';
@@ -10,26 +15,67 @@ import { mountErofs, mountOverlay, mountPoints, unmount } from '../util/mount.ts
 import { CowshedError } from '../util/errors.ts';
 import { fsverityDigest, toHex } from '../composefs/fsverity.ts';
 
-export interface MountRow { composefs: string; lower: string; merged: string; refs: number }
+export interface ContainerPaths { dir: string; upper: string; work: string; merged: string }
 
-/** Drop mount rows whose mounts are gone (after a crash or reboot). */
-export function reconcileMounts(store: Store): void {
-  const live = mountPoints();
-  const rows = store.db.all<MountRow>('SELECT * FROM mounts');
-  const stale = rows.filter((r) => !live.has(r.merged) || !live.has(r.lower));
-  if (stale.length === 0) return;
-  store.db.tx(() => {
-    for (const r of stale) {
-      // Half a mount (overlay gone, EROFS still there) is unmounted too.
-      if (live.has(r.merged)) tryUnmount(r.merged);
-      if (live.has(r.lower)) tryUnmount(r.lower);
-      store.db.run('DELETE FROM mounts WHERE composefs = ?', r.composefs);
-    }
-  });
+export function containerPaths(store: Store, id: string): ContainerPaths {
+  const dir = join(store.paths.containers, id);
+  return { dir, upper: join(dir, 'upper'), work: join(dir, 'work'), merged: join(dir, 'merged') };
 }
 
 function tryUnmount(dir: string): void {
-  try { unmount(dir); } catch { /* reported when it matters: the next mount fails */ }
+  try { unmount(dir); } catch { /* not mounted, or busy: reported when it matters */ }
+}
+
+/** Bring the mount tables in line with what is really mounted. Call inside a transaction. */
+function reconcile(store: Store): void {
+  const { db } = store;
+  const live = mountPoints();
+  for (const r of db.all<{ composefs: string; path: string }>('SELECT composefs, path FROM lower_mounts')) {
+    if (!live.has(r.path)) db.run('DELETE FROM lower_mounts WHERE composefs = ?', r.composefs);
+  }
+  const lowers = new Set(db.all<{ composefs: string }>('SELECT composefs FROM lower_mounts').map((r) => r.composefs));
+  for (const r of db.all<{ composefs: string; path: string }>('SELECT composefs, path FROM image_mounts')) {
+    if (!live.has(r.path) || !lowers.has(r.composefs)) {
+      if (live.has(r.path)) tryUnmount(r.path);
+      db.run('DELETE FROM image_mounts WHERE composefs = ?', r.composefs);
+    }
+  }
+  for (const c of db.all<{ id: string; composefs: string }>('SELECT id, composefs FROM containers WHERE mounted = 1')) {
+    const merged = containerPaths(store, c.id).merged;
+    if (!live.has(merged) || !lowers.has(c.composefs)) {
+      if (live.has(merged)) tryUnmount(merged);
+      db.run('UPDATE containers SET mounted = 0 WHERE id = ?', c.id);
+    }
+  }
+}
+
+/** The EROFS mount of an image, mounting it if needed. Call inside a transaction. */
+function ensureLower(store: Store, composefs: string): string {
+  const row = store.db.get<{ path: string }>('SELECT path FROM lower_mounts WHERE composefs = ?', composefs);
+  if (row) return row.path;
+  const path = join(store.paths.mounts, composefs.slice(0, 16), 'lower');
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  mountErofs(store.imagePath(composefs), path);
+  store.db.run('INSERT INTO lower_mounts (composefs, path) VALUES (?, ?)', composefs, path);
+  return path;
+}
+
+/** Unmount an image's EROFS mount when nothing uses it any more. Call inside a transaction. */
+function releaseLower(store: Store, composefs: string): void {
+  const { db } = store;
+  const used = db.get('SELECT 1 FROM image_mounts WHERE composefs = ?', composefs)
+    ?? db.get('SELECT 1 FROM containers WHERE composefs = ? AND mounted = 1', composefs);
+  if (used) return;
+  const row = db.get<{ path: string }>('SELECT path FROM lower_mounts WHERE composefs = ?', composefs);
+  if (!row) return;
+  unmount(row.path);
+  db.run('DELETE FROM lower_mounts WHERE composefs = ?', composefs);
+  rmSync(join(row.path, '..'), { recursive: true, force: true });
+}
+
+/** Drop stale mount rows (after a crash or reboot). */
+export function reconcileMounts(store: Store): void {
+  store.db.tx(() => reconcile(store));
 }
 
 /**
@@ -40,43 +86,85 @@ function tryUnmount(dir: string): void {
 export async function mountImage(store: Store, ref: string, opts: { verify?: boolean } = {}): Promise<string> {
   const info = store.resolveImage(ref);
   if (opts.verify) await verifyImage(store, info.id, info.composefs);
-  reconcileMounts(store);
-  const existing = store.db.get<MountRow>('SELECT * FROM mounts WHERE composefs = ?', info.composefs);
-  if (existing) {
-    store.db.tx(() => store.db.run('UPDATE mounts SET refs = refs + 1 WHERE composefs = ?', info.composefs));
-    return existing.merged;
-  }
-  const base = join(store.paths.mounts, info.composefs.slice(0, 16));
-  const lower = join(base, 'lower');
-  const merged = join(base, 'merged');
-  mkdirSync(lower, { recursive: true, mode: 0o700 });
-  mkdirSync(merged, { recursive: true, mode: 0o755 });
-  mountErofs(store.imagePath(info.composefs), lower);
-  try {
-    mountOverlay(merged, { lower: [lower], data: [store.paths.objects], readonly: true });
-  } catch (e) {
-    tryUnmount(lower);
-    throw e;
-  }
-  store.db.tx(() => store.db.run('INSERT INTO mounts (composefs, lower, merged, refs) VALUES (?, ?, ?, 1)', info.composefs, lower, merged));
-  return merged;
+  return store.db.tx(() => {
+    reconcile(store);
+    const existing = store.db.get<{ path: string }>('SELECT path FROM image_mounts WHERE composefs = ?', info.composefs);
+    if (existing) {
+      store.db.run('UPDATE image_mounts SET refs = refs + 1 WHERE composefs = ?', info.composefs);
+      return existing.path;
+    }
+    const lower = ensureLower(store, info.composefs);
+    const path = join(store.paths.mounts, info.composefs.slice(0, 16), 'merged');
+    mkdirSync(path, { recursive: true, mode: 0o755 });
+    try {
+      mountOverlay(path, { lower: [lower], data: [store.paths.objects], readonly: true });
+    } catch (e) {
+      releaseLower(store, info.composefs);
+      throw e;
+    }
+    store.db.run('INSERT INTO image_mounts (composefs, path, refs) VALUES (?, ?, 1)', info.composefs, path);
+    return path;
+  });
 }
 
 /** Drop one reference; the last one unmounts. `all` unmounts whatever the count. */
 export function unmountImage(store: Store, ref: string, opts: { all?: boolean } = {}): boolean {
   const info = store.resolveImage(ref);
-  reconcileMounts(store);
-  const row = store.db.get<MountRow>('SELECT * FROM mounts WHERE composefs = ?', info.composefs);
-  if (!row) throw new CowshedError('EINVAL', `image ${ref} is not mounted`);
-  if (row.refs > 1 && !opts.all) {
-    store.db.tx(() => store.db.run('UPDATE mounts SET refs = refs - 1 WHERE composefs = ?', info.composefs));
-    return false;
-  }
-  unmount(row.merged);
-  unmount(row.lower);
-  store.db.tx(() => store.db.run('DELETE FROM mounts WHERE composefs = ?', info.composefs));
-  rmSync(join(row.merged, '..'), { recursive: true, force: true });
-  return true;
+  return store.db.tx(() => {
+    reconcile(store);
+    const row = store.db.get<{ path: string; refs: number }>('SELECT path, refs FROM image_mounts WHERE composefs = ?', info.composefs);
+    if (!row) throw new CowshedError('EINVAL', `image ${ref} is not mounted`);
+    if (row.refs > 1 && !opts.all) {
+      store.db.run('UPDATE image_mounts SET refs = refs - 1 WHERE composefs = ?', info.composefs);
+      return false;
+    }
+    unmount(row.path);
+    store.db.run('DELETE FROM image_mounts WHERE composefs = ?', info.composefs);
+    rmSync(row.path, { recursive: true, force: true });
+    releaseLower(store, info.composefs);
+    return true;
+  });
+}
+
+/** Mount a container's writable root (idempotent); returns its path. */
+export function mountContainer(store: Store, id: string): string {
+  return store.db.tx(() => {
+    reconcile(store);
+    const c = store.db.get<{ composefs: string; mounted: number }>('SELECT composefs, mounted FROM containers WHERE id = ?', id);
+    if (!c) throw new CowshedError('ENOENT', `no such container: ${id}`);
+    const p = containerPaths(store, id);
+    if (c.mounted) return p.merged;
+    const lower = ensureLower(store, c.composefs);
+    try {
+      mountOverlay(p.merged, { lower: [lower], data: [store.paths.objects], upper: p.upper, work: p.work });
+    } catch (e) {
+      releaseLower(store, c.composefs);
+      throw e;
+    }
+    store.db.run('UPDATE containers SET mounted = 1 WHERE id = ?', id);
+    return p.merged;
+  });
+}
+
+export function unmountContainer(store: Store, id: string): void {
+  store.db.tx(() => {
+    reconcile(store);
+    const c = store.db.get<{ composefs: string; mounted: number }>('SELECT composefs, mounted FROM containers WHERE id = ?', id);
+    if (!c) throw new CowshedError('ENOENT', `no such container: ${id}`);
+    if (!c.mounted) return;
+    unmount(containerPaths(store, id).merged);
+    store.db.run('UPDATE containers SET mounted = 0 WHERE id = ?', id);
+    releaseLower(store, c.composefs);
+  });
+}
+
+/** Where a mounted container's image tree is (its EROFS mount). */
+export function containerLower(store: Store, id: string): string {
+  const path = mountContainer(store, id) && store.db.get<{ path: string }>(
+    'SELECT l.path FROM lower_mounts l JOIN containers c ON c.composefs = l.composefs WHERE c.id = ?', id,
+  )?.path;
+  if (!path) throw new CowshedError('ECORRUPT', `container ${id}: its image is not mounted`);
+  return path;
 }
 
 /** Userspace verification: the image file's digest, then every object's. */

@@ -54,12 +54,28 @@ CREATE TABLE IF NOT EXISTS builds (
   layers_json TEXT NOT NULL,        -- the layer rows, to restore them
   objects_json TEXT NOT NULL        -- the object digests the image needs
 );
--- Read-only image mounts (runtime state, reconciled with /proc/self/mountinfo).
-CREATE TABLE IF NOT EXISTS mounts (
+-- Mounts are runtime state, reconciled with /proc/self/mountinfo.
+-- The EROFS loop mount of a composefs image, shared by everything that uses
+-- the image; it stays while an image mount or a mounted container needs it.
+CREATE TABLE IF NOT EXISTS lower_mounts (
   composefs TEXT PRIMARY KEY,
-  lower TEXT NOT NULL,              -- EROFS loop mount
-  merged TEXT NOT NULL,             -- overlay over it and the objects
+  path TEXT NOT NULL
+);
+-- Read-only image mounts (cowshed mount IMAGE), counted.
+CREATE TABLE IF NOT EXISTS image_mounts (
+  composefs TEXT PRIMARY KEY,
+  path TEXT NOT NULL,
   refs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS containers (
+  id TEXT PRIMARY KEY,              -- 64 hex
+  name TEXT NOT NULL UNIQUE,
+  image_id TEXT NOT NULL,           -- the image it was created from
+  composefs TEXT NOT NULL,          -- that image's composefs digest
+  created INTEGER NOT NULL,
+  mounted INTEGER NOT NULL DEFAULT 0,
+  state TEXT NOT NULL DEFAULT 'created',  -- created | running | exited
+  exit_code INTEGER
 );
 -- Processes working on the store: gc waits for imports and imports for gc.
 CREATE TABLE IF NOT EXISTS leases (

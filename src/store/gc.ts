@@ -12,7 +12,7 @@ export async function gc(store: Store): Promise<GcReport> {
   const lease = await acquireLease(store.db, 'gc');
   try {
     const { db } = store;
-    const liveImages = new Set(db.all<{ composefs: string }>('SELECT composefs FROM images UNION SELECT composefs FROM mounts').map((r) => r.composefs));
+    const liveImages = new Set(db.all<{ composefs: string }>('SELECT composefs FROM images UNION SELECT composefs FROM containers UNION SELECT composefs FROM lower_mounts').map((r) => r.composefs));
     // Build records of removed images go: their objects are about to.
     db.tx(() => {
       db.run('DELETE FROM builds WHERE manifest_digest NOT IN (SELECT id FROM images)');

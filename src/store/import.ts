@@ -5,6 +5,7 @@
 // final database transaction; a failure leaves the store as it was (at most
 // garbage under tmp/ that gc and fsck clean).
 import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import type { Store } from './store.ts';
 import type { ImageSource, LayerRef } from '../oci/source.ts';
 import { readTar } from '../tar/reader.ts';
@@ -73,7 +74,7 @@ export async function importFromSource(store: Store, src: ImageSource, name: str
     if (objects.every((o) => store.objects.has(o))) {
       store.blobs.put(src.manifest.bytes, id);
       store.blobs.put(src.config.bytes, src.config.digest);
-      db.tx(() => recordImage(store, src, name, build.composefs, build.entries, build.logical_size, JSON.parse(build.layers_json) as LayerRecord[], objects));
+      db.tx(() => recordImage(store, metaOf(src), name, build.composefs, build.entries, build.logical_size, JSON.parse(build.layers_json) as LayerRecord[], objects));
       return { id, name, composefs: build.composefs, entries: build.entries, logicalSize: build.logical_size, objectsWritten: 0, bytesWritten: 0, reused: true };
     }
   }
@@ -83,26 +84,62 @@ export async function importFromSource(store: Store, src: ImageSource, name: str
   const need = src.layers.reduce((a, l) => a + l.size, 0);
   const have = freeBytes(store.paths.root);
   if (need > have) fail('ENOSPC', `not enough space: need ${formatBytes(need)}, have ${formatBytes(have)}`);
+  return buildImage(store, { layers: src.layers, name, meta: () => metaOf(src) }, opts);
+}
 
+/** What an image is recorded as: its manifest and config (blobs) and where it came from. */
+export interface ImageMeta {
+  ref: string;
+  manifest: { digest: string; mediaType: string; bytes: Buffer };
+  config: { digest: string; bytes: Buffer };
+}
+
+const metaOf = (src: ImageSource): ImageMeta => ({ ref: src.ref, manifest: src.manifest, config: src.config });
+
+/** An image to build on (commit): its tree, layers and objects. */
+export interface BaseImage {
+  tree: FsNode;
+  layers: LayerRecord[];
+  objects: Map<string, number>;
+}
+
+export interface BuildSpec {
+  base?: BaseImage;
+  /** Layers to read, in order; a layer with an empty diffId gets it computed. */
+  layers: LayerRef[];
+  name: string;
+  /** Manifest and config, made once the layers are read (commit needs their diff IDs). */
+  meta: (layers: LayerRecord[]) => ImageMeta;
+}
+
+/**
+ * The one path by which images enter the store (import, and commit on top
+ * of a base image): layers streamed into objects and a tree, one composefs
+ * image, then a single transaction. A failure stages nothing visible.
+ */
+export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOptions = {}): Promise<ImportResult> {
+  const { db } = store;
   const batch = store.objects.batch();
   try {
-    const builder = new LayerTreeBuilder();
-    const layers: LayerRecord[] = [];
+    const builder = new LayerTreeBuilder(spec.base?.tree);
+    const layers: LayerRecord[] = [...(spec.base?.layers ?? [])];
     // Every layer's file contents, hidden ones too: rebuilding a layer for
     // export needs the files that later layers deleted or replaced.
-    const objects = new Map<string, number>();
-    for (const layer of src.layers) {
-      layers.push(await importLayer(store, batch, builder, layer, src.layers.length, objects, opts));
+    const objects = new Map<string, number>(spec.base?.objects ?? []);
+    for (const layer of spec.layers) {
+      layers.push(await importLayer(store, batch, builder, layer, spec.layers.length, objects, opts));
     }
     const root = builder.finish();
     const { logicalSize, entries } = summarize(root);
+    const meta = spec.meta(layers);
+    const id = meta.manifest.digest;
 
     const image = writeComposefsImage(root);
     const cfs = toHex(fsverityDigest(image));
     const imgPath = store.imagePath(cfs);
     if (!existsSync(imgPath)) writeFileAtomic(imgPath, image, store.paths.tmp);
-    store.blobs.put(src.manifest.bytes, id);
-    store.blobs.put(src.config.bytes, src.config.digest);
+    store.blobs.put(meta.manifest.bytes, id);
+    store.blobs.put(meta.config.bytes, meta.config.digest);
     batch.commit();
 
     db.tx(() => {
@@ -113,9 +150,9 @@ export async function importFromSource(store: Store, src: ImageSource, name: str
         id, cfs, entries, logicalSize, JSON.stringify(layers), JSON.stringify([...objects.keys()]),
       );
       for (const [hex, size] of objects) db.run('INSERT OR IGNORE INTO objects (digest, size) VALUES (?, ?)', hex, size);
-      recordImage(store, src, name, cfs, entries, logicalSize, layers, [...objects.keys()]);
+      recordImage(store, meta, spec.name, cfs, entries, logicalSize, layers, [...objects.keys()]);
     });
-    return { id, name, composefs: cfs, entries, logicalSize, objectsWritten: batch.objectsWritten, bytesWritten: batch.bytesWritten, reused: false };
+    return { id, name: spec.name, composefs: cfs, entries, logicalSize, objectsWritten: batch.objectsWritten, bytesWritten: batch.bytesWritten, reused: false };
   } catch (e) {
     batch.discard();
     throw e;
@@ -126,13 +163,16 @@ async function importLayer(
   store: Store, batch: ObjectBatch, builder: LayerTreeBuilder, layer: LayerRef, layerCount: number,
   objects: Map<string, number>, opts: ImportOptions,
 ): Promise<LayerRecord> {
-  builder.beginLayer(`layer ${layer.index + 1} (${layer.digest.slice(0, 19)})`);
+  builder.beginLayer(`layer ${layer.index + 1}${layer.digest ? ` (${layer.digest.slice(0, 19)})` : ''}`);
   const split = new TarSplitWriter();
   let tarSize = 0;
   let files = 0;
+  // A layer made here (commit) has no diff ID yet: hash it as it streams.
+  const diffHash = layer.diffId === '' ? createHash('sha256') : undefined;
   const counted = async function* (src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
     for await (const chunk of src) {
       tarSize += chunk.length;
+      diffHash?.update(chunk);
       yield chunk;
     }
   };
@@ -154,9 +194,11 @@ async function importLayer(
   }
   opts.onProgress?.({ layer: layer.index, layers: layerCount, bytes: tarSize, files });
   const splitDigest = store.blobs.put(split.finish());
+  const diffId = diffHash ? `sha256:${diffHash.digest('hex')}` : layer.diffId;
+  // A layer made here is stored as an uncompressed tar: its blob is its diff.
   return {
-    idx: layer.index, blob_digest: layer.digest, media_type: layer.mediaType, blob_size: layer.size,
-    diff_id: layer.diffId, tar_size: tarSize, split_digest: splitDigest,
+    idx: layer.index, blob_digest: layer.digest || diffId, media_type: layer.mediaType, blob_size: layer.digest ? layer.size : tarSize,
+    diff_id: diffId, tar_size: tarSize, split_digest: splitDigest,
   };
 }
 
@@ -208,7 +250,7 @@ export function summarize(root: FsNode): { logicalSize: number; entries: number 
 }
 
 function recordImage(
-  store: Store, src: ImageSource, name: string, cfs: string, entries: number, logicalSize: number,
+  store: Store, src: ImageMeta, name: string, cfs: string, entries: number, logicalSize: number,
   layers: LayerRecord[], objects: string[],
 ): void {
   const { db } = store;

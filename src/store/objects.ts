@@ -10,8 +10,11 @@ import { closeSync, existsSync, openSync, renameSync, rmSync, writeSync, mkdirSy
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { FsVerityHasher, toHex } from '../composefs/fsverity.ts';
-import { asSpaceError, syncFilesystem } from '../util/fs.ts';
+import { asSpaceError, fsyncPath, syncFilesystem } from '../util/fs.ts';
 import { fail } from '../util/errors.ts';
+
+/** Up to this many new objects are fsynced one by one rather than by syncfs. */
+const FSYNC_EACH_MAX = 32;
 
 export const objectRelPath = (hex: string): string => `${hex.slice(0, 2)}/${hex.slice(2)}`;
 
@@ -130,9 +133,18 @@ export class ObjectBatch {
   /** Make every staged object durable and visible. */
   commit(): void {
     if (this.staged.size === 0) { this.discard(); return; }
-    syncFilesystem(this.tmpDir);
-    for (const [hex, tmp] of this.staged) renameSync(tmp, this.store.path(hex));
-    syncFilesystem(this.store.dir);
+    // A few objects (a commit): fsync each file and directory. Many (an
+    // import): one syncfs before and one after the renames is far cheaper.
+    const few = this.staged.size <= FSYNC_EACH_MAX;
+    if (few) for (const tmp of this.staged.values()) fsyncPath(tmp);
+    else syncFilesystem(this.tmpDir);
+    const dirs = new Set<string>();
+    for (const [hex, tmp] of this.staged) {
+      renameSync(tmp, this.store.path(hex));
+      dirs.add(hex.slice(0, 2));
+    }
+    if (few) for (const d of dirs) fsyncPath(join(this.store.dir, d));
+    else syncFilesystem(this.store.dir);
     this.staged.clear();
     this.discard();
   }

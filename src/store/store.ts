@@ -211,8 +211,12 @@ export class Store {
       for (const n of untag) this.db.run('DELETE FROM tags WHERE name = ?', n);
       const left = this.db.get<{ c: number }>('SELECT COUNT(*) AS c FROM tags WHERE image_id = ?', info.id)!.c;
       if (left > 0) return { untagged: untag };
-      if (this.db.get('SELECT 1 FROM mounts WHERE composefs = ?', info.composefs)) {
+      if (this.db.get('SELECT 1 FROM image_mounts WHERE composefs = ?', info.composefs)) {
         throw new CowshedError('EBUSY', `image ${ref} is mounted; run cowshed umount ${ref} first`);
+      }
+      const users = this.db.all<{ name: string }>('SELECT name FROM containers WHERE image_id = ?', info.id);
+      if (users.length > 0) {
+        throw new CowshedError('EBUSY', `image ${ref} is used by container${users.length > 1 ? 's' : ''} ${users.map((u) => u.name).join(', ')}; remove ${users.length > 1 ? 'them' : 'it'} first`);
       }
       this.db.run('DELETE FROM images WHERE id = ?', info.id);
       return { untagged: untag, deleted: info.id };

@@ -55,11 +55,16 @@ export function splitArchivePath(raw: string, what = 'entry'): string[] {
 }
 
 export class LayerTreeBuilder {
-  readonly root: FsNode = newNode(S_IFDIR | 0o755);
+  readonly root: FsNode;
   /** Nodes put in place by the layer being applied (duplicates and opaque dirs need this). */
   private current = new WeakSet<FsNode>();
   private layerName = '';
   entries = 0;
+
+  /** Start from an empty root, or on top of an existing image's tree (commit). */
+  constructor(base?: FsNode) {
+    this.root = base ?? newNode(S_IFDIR | 0o755);
+  }
 
   beginLayer(name: string): void {
     this.current = new WeakSet();

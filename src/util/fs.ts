@@ -31,7 +31,8 @@ export function syncFilesystem(path: string): void {
   execFileSync('sync', ['-f', path], { stdio: 'ignore' });
 }
 
-export function fsyncDir(path: string): void {
+/** fsync a file or directory by path. */
+export function fsyncPath(path: string): void {
   const fd = openSync(path, 'r');
   try { fsyncSync(fd); } finally { closeSync(fd); }
 }

@@ -1,0 +1,70 @@
+// Container commands: create, ps, rm, diff, commit (run and export live in
+// their own modules and are added as they land).
+import type { Command } from 'commander';
+import type { Store } from '../store/store.ts';
+import { createContainer, listContainers, removeContainer, findContainer } from '../containers/containers.ts';
+import { diffUpper, diffTrees, type Change } from '../containers/diff.ts';
+import { containerLower, containerPaths } from '../drivers/composefs.ts';
+import { commitContainer } from '../containers/commit.ts';
+import { table, age, shortId } from './output.ts';
+import { fail } from '../util/errors.ts';
+
+type WithStore = <T>(fn: (s: Store) => Promise<T> | T) => Promise<T>;
+
+export function containerCommands(program: Command, withStore: WithStore, say: (s: string) => void): void {
+  program.command('create')
+    .description('make a container from an image (mounted, ready); prints its id')
+    .argument('<image>')
+    .option('--name <name>', 'container name')
+    .action(async (image: string, o: { name?: string }) => withStore((s) => say(createContainer(s, image, { name: o.name }).id)));
+
+  program.command('ps')
+    .description('list containers (running ones; -a for all)')
+    .option('-a, --all', 'all containers')
+    .option('-q, --quiet', 'ids only')
+    .option('--json', 'JSON output')
+    .action(async (o: { all?: boolean; quiet?: boolean; json?: boolean }) => withStore((s) => {
+      const list = listContainers(s, { all: o.all });
+      if (o.json) return say(JSON.stringify(list, null, 2));
+      if (o.quiet) return list.length ? say(list.map((c) => c.id.slice(0, 12)).join('\n')) : undefined;
+      say(table(['CONTAINER ID', 'IMAGE', 'CREATED', 'STATUS', 'NAMES'], list.map((c) => [
+        c.id.slice(0, 12), c.imageNames[0] ?? shortId(c.imageId), age(c.created),
+        c.state === 'exited' ? `Exited (${c.exitCode})` : c.state === 'running' ? 'Up' : 'Created', c.name,
+      ])));
+    }));
+
+  program.command('rm')
+    .description('remove containers')
+    .argument('<containers...>')
+    .option('-f, --force', 'remove even if running')
+    .action(async (refs: string[], o: { force?: boolean }) => withStore((s) => {
+      for (const r of refs) say(removeContainer(s, r, { force: o.force }));
+    }));
+
+  program.command('diff')
+    .description('what a container changed (A added, C changed, D deleted), or the changes between two images')
+    .argument('<container-or-image>').argument('[image2]')
+    .option('--json', 'JSON output')
+    .action(async (a: string, b: string | undefined, o: { json?: boolean }) => withStore((s) => {
+      let changes: Change[];
+      if (b === undefined) {
+        const c = findContainer(s, a);
+        if (!c) fail('ENOENT', `no such container: ${a} (to compare images, name two)`);
+        changes = diffUpper(containerPaths(s, c!.id).upper, containerLower(s, c!.id));
+      } else {
+        changes = diffTrees(s.imageTree(a), s.imageTree(b));
+      }
+      if (o.json) say(JSON.stringify(changes.map((c) => ({ kind: c.kind, path: c.path }))));
+      else if (changes.length) say(changes.map((c) => `${c.kind} ${c.path}`).join('\n'));
+    }));
+
+  program.command('commit')
+    .description('make a new image from a container, storing only what changed')
+    .argument('<container>').argument('<name>')
+    .option('-m, --message <text>', 'commit message (history comment)')
+    .option('-a, --author <name>', 'author')
+    .action(async (ctr: string, name: string, o: { message?: string; author?: string }) => withStore(async (s) => {
+      const r = await commitContainer(s, ctr, name, { message: o.message, author: o.author });
+      say(r.id);
+    }));
+}

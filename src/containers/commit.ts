@@ -1,0 +1,140 @@
+// commit: a new image from a container, storing only what changed. The
+// changes (diff.ts) become one OCI layer: deletions as `.wh.` whiteouts,
+// everything added or changed as it now is in the container, read through
+// its mount. That layer goes through the same import path as any layer, on
+// top of the parent image's tree: only changed files are hashed and stored,
+// one new composefs image is written, and the parent's layers are reused.
+import { createReadStream, lstatSync, readFileSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Store } from '../store/store.ts';
+import { buildImage, type ImportResult, type LayerRecord } from '../store/import.ts';
+import { resolveContainer } from './containers.ts';
+import { containerLower, containerPaths } from '../drivers/composefs.ts';
+import { diffUpper, type Change } from './diff.ts';
+import { readComposefsImage } from '../composefs/erofs-reader.ts';
+import { writeTar, type TarHeaderInput } from '../tar/writer.ts';
+import { readXattrs } from '../util/xattrs.ts';
+import { normalizeName } from '../store/names.ts';
+import { sha256Digest } from '../oci/digest.ts';
+import {
+  OCI_CONFIG, OCI_MANIFEST, OCI_LAYER_TAR, OCI_LAYER_TAR_GZIP, DOCKER_LAYER_TAR, DOCKER_LAYER_TAR_GZIP,
+} from '../oci/media-types.ts';
+import type { ImageConfig, Manifest, Descriptor } from '../oci/types.ts';
+import { acquireLease } from '../store/leases.ts';
+import { fail } from '../util/errors.ts';
+import { major, minor } from '../tree/node.ts';
+
+export interface CommitOptions {
+  message?: string;
+  author?: string;
+}
+
+const TO_OCI: Record<string, string> = { [DOCKER_LAYER_TAR]: OCI_LAYER_TAR, [DOCKER_LAYER_TAR_GZIP]: OCI_LAYER_TAR_GZIP };
+
+export async function commitContainer(store: Store, ref: string, name: string, opts: CommitOptions = {}): Promise<ImportResult> {
+  const c = resolveContainer(store, ref);
+  const finalName = normalizeName(name);
+  const p = containerPaths(store, c.id);
+  const lower = containerLower(store, c.id); // mounts the container if needed
+  const changes = diffUpper(p.upper, lower);
+
+  const parentManifest = JSON.parse(store.blobs.get(c.image_id).toString()) as Manifest;
+  const parentConfigDigest = store.db.get<{ config_digest: string }>('SELECT config_digest FROM images WHERE id = ?', c.image_id)?.config_digest;
+  if (!parentConfigDigest) fail('ENOENT', `the image of container ${c.name} is gone`);
+  const parentConfig = JSON.parse(store.blobs.get(parentConfigDigest!).toString()) as ImageConfig;
+  const baseLayers = store.db.all<LayerRecord>('SELECT idx, blob_digest, media_type, blob_size, diff_id, tar_size, split_digest FROM layers WHERE image_id = ? ORDER BY idx', c.image_id);
+  const baseObjects = new Map(store.db.all<{ digest: string; size: number }>(
+    'SELECT o.digest, o.size FROM image_objects io JOIN objects o ON o.digest = io.digest WHERE io.image_id = ?', c.image_id,
+  ).map((r) => [r.digest, r.size] as [string, number]));
+  const tree = readComposefsImage(readFileSync(store.imagePath(c.composefs)));
+
+  const layerEntries = changeEntries(changes, p.merged);
+  const lease = await acquireLease(store.db, 'write');
+  try {
+    return await buildImage(store, {
+      base: { tree, layers: baseLayers, objects: baseObjects },
+      layers: [{
+        index: baseLayers.length, digest: '', mediaType: OCI_LAYER_TAR, size: 0, diffId: '',
+        openBlob: () => writeTar(layerEntries()), openTar: () => writeTar(layerEntries()),
+      }],
+      name: finalName,
+      meta: (layers) => {
+        const added = layers[layers.length - 1]!;
+        const now = new Date().toISOString();
+        const config: ImageConfig = {
+          ...parentConfig,
+          created: now,
+          ...(opts.author ? { author: opts.author } : {}),
+          rootfs: { type: 'layers', diff_ids: [...parentConfig.rootfs.diff_ids, added.diff_id] },
+          history: [...(parentConfig.history ?? []), {
+            created: now, created_by: `cowshed commit ${c.name}`, ...(opts.message ? { comment: opts.message } : {}),
+          }],
+        };
+        const configBytes = Buffer.from(JSON.stringify(config));
+        const manifest: Manifest = {
+          schemaVersion: 2,
+          mediaType: OCI_MANIFEST,
+          config: { mediaType: OCI_CONFIG, digest: sha256Digest(configBytes), size: configBytes.length },
+          layers: [
+            ...parentManifest.layers.map((l): Descriptor => ({ mediaType: TO_OCI[l.mediaType] ?? l.mediaType, digest: l.digest, size: l.size })),
+            { mediaType: OCI_LAYER_TAR, digest: added.diff_id, size: added.tar_size },
+          ],
+        };
+        const manifestBytes = Buffer.from(JSON.stringify(manifest));
+        return {
+          ref: `container:${c.name}`,
+          manifest: { digest: sha256Digest(manifestBytes), mediaType: OCI_MANIFEST, bytes: manifestBytes },
+          config: { digest: manifest.config.digest, bytes: configBytes },
+        };
+      },
+    });
+  } finally {
+    lease.release();
+  }
+}
+
+/** The layer's entries: whiteouts for deletions, the container's current state for the rest. */
+function changeEntries(changes: Change[], merged: string): () => Generator<{ header: TarHeaderInput; body?: AsyncIterable<Uint8Array> }> {
+  const present = changes.filter((ch) => ch.kind !== 'D').map((ch) => join(merged, ch.path));
+  const xattrs = readXattrs(present);
+  return function* () {
+    const firstName = new Map<bigint, string>();
+    for (const ch of changes) {
+      const rel = ch.path.slice(1);
+      if (ch.kind === 'D') {
+        const slash = rel.lastIndexOf('/');
+        yield { header: { path: `${rel.slice(0, slash + 1)}.wh.${rel.slice(slash + 1)}`, type: 'file', mode: 0o644, size: 0 } };
+        continue;
+      }
+      const full = join(merged, ch.path);
+      const st = lstatSync(full, { bigint: true });
+      const base: TarHeaderInput = {
+        path: rel, type: 'file', mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid),
+        mtimeSec: Number(st.mtimeNs / 1_000_000_000n), mtimeNsec: Number(st.mtimeNs % 1_000_000_000n),
+        xattrs: xattrs.get(full) ?? new Map(),
+      };
+      if (st.isDirectory()) {
+        yield { header: { ...base, type: 'dir' } };
+      } else if (st.isSymbolicLink()) {
+        yield { header: { ...base, type: 'symlink', linkname: readlinkSync(full) } };
+      } else if (st.isFile()) {
+        if (st.nlink > 1n) {
+          const first = firstName.get(st.ino);
+          if (first !== undefined) {
+            yield { header: { ...base, type: 'hardlink', linkname: first, xattrs: new Map() } };
+            continue;
+          }
+          firstName.set(st.ino, rel);
+        }
+        yield { header: { ...base, size: Number(st.size) }, body: st.size > 0n ? createReadStream(full) : undefined };
+      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        const rdev = Number(st.rdev);
+        yield { header: { ...base, type: st.isCharacterDevice() ? 'char' : 'block', devmajor: major(rdev), devminor: minor(rdev) } };
+      } else if (st.isFIFO()) {
+        yield { header: { ...base, type: 'fifo' } };
+      }
+      // Sockets cannot be put in a layer (nor does podman commit them).
+    }
+  };
+}
+

@@ -1,0 +1,127 @@
+// Container lifecycle on the composefs driver: a container is a directory
+// (upper/, work/, merged/) and an overlay mount over its image's shared
+// EROFS mount. Creating one costs three mkdirs, one mount and one database
+// row, whatever the image's size.
+import { mkdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import type { Store } from '../store/store.ts';
+import { containerPaths, mountContainer, unmountContainer } from '../drivers/composefs.ts';
+import { CowshedError, fail } from '../util/errors.ts';
+
+export interface ContainerInfo {
+  id: string;
+  name: string;
+  imageId: string;
+  imageNames: string[];
+  composefs: string;
+  created: number;
+  mounted: boolean;
+  state: string;
+  exitCode: number | null;
+  /** The root filesystem path (valid while mounted). */
+  rootfs: string;
+}
+
+interface Row { id: string; name: string; image_id: string; composefs: string; created: number; mounted: number; state: string; exit_code: number | null }
+
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+
+const ADJECTIVES = ['brave', 'calm', 'eager', 'fond', 'gentle', 'happy', 'keen', 'lucid', 'merry', 'quiet', 'sunny', 'witty'];
+const ANIMALS = ['badger', 'calf', 'heifer', 'lamb', 'ox', 'heron', 'otter', 'pony', 'stoat', 'wren', 'yak', 'goat'];
+
+function randomName(): string {
+  const b = randomBytes(3);
+  return `${ADJECTIVES[b[0]! % ADJECTIVES.length]}_${ANIMALS[b[1]! % ANIMALS.length]}_${b[2]!.toString(16)}`;
+}
+
+export interface CreateOptions {
+  name?: string;
+  /** Mount right away (default true): a created container is ready to use. */
+  mount?: boolean;
+}
+
+export function createContainer(store: Store, imageRef: string, opts: CreateOptions = {}): ContainerInfo {
+  const image = store.resolveImage(imageRef);
+  if (opts.name !== undefined && !NAME_RE.test(opts.name)) {
+    fail('EINVAL', `invalid container name ${JSON.stringify(opts.name)}: letters, digits, _ . - (starting with a letter or digit)`);
+  }
+  const id = randomBytes(32).toString('hex');
+  const p = containerPaths(store, id);
+  mkdirSync(p.dir, { mode: 0o700 });
+  mkdirSync(p.upper, { mode: 0o755 });
+  mkdirSync(p.work, { mode: 0o700 });
+  mkdirSync(p.merged, { mode: 0o755 });
+  try {
+    store.db.tx(() => {
+      let name = opts.name;
+      if (name === undefined) do name = randomName(); while (store.db.get('SELECT 1 FROM containers WHERE name = ?', name));
+      else if (store.db.get('SELECT 1 FROM containers WHERE name = ?', name)) {
+        throw new CowshedError('EEXIST', `the container name ${JSON.stringify(name)} is already in use`);
+      }
+      store.db.run('INSERT INTO containers (id, name, image_id, composefs, created) VALUES (?, ?, ?, ?, ?)', id, name, image.id, image.composefs, Date.now());
+    });
+    if (opts.mount !== false) mountContainer(store, id);
+  } catch (e) {
+    store.db.tx(() => store.db.run('DELETE FROM containers WHERE id = ?', id));
+    rmSync(p.dir, { recursive: true, force: true });
+    throw e;
+  }
+  return getContainer(store, id);
+}
+
+/** A container by name or id, or undefined (for commands that take a container or an image). */
+export function findContainer(store: Store, ref: string): ContainerInfo | undefined {
+  try {
+    return toInfo(store, resolveContainer(store, ref));
+  } catch (e) {
+    if (e instanceof CowshedError && e.code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+/** Find a container by id, unique id prefix, or name. */
+export function resolveContainer(store: Store, ref: string): Row {
+  const byName = store.db.get<Row>('SELECT * FROM containers WHERE name = ?', ref);
+  if (byName) return byName;
+  if (/^[0-9a-f]{3,64}$/.test(ref)) {
+    const rows = store.db.all<Row>("SELECT * FROM containers WHERE id LIKE ? || '%'", ref);
+    if (rows.length === 1) return rows[0]!;
+    if (rows.length > 1) fail('EINVAL', `container id prefix ${ref} is ambiguous`);
+  }
+  return fail('ENOENT', `no such container: ${ref}`);
+}
+
+function toInfo(store: Store, r: Row): ContainerInfo {
+  const imageNames = store.db.all<{ name: string }>('SELECT name FROM tags WHERE image_id = ? ORDER BY name', r.image_id).map((t) => t.name);
+  return {
+    id: r.id, name: r.name, imageId: r.image_id, imageNames, composefs: r.composefs, created: r.created,
+    mounted: r.mounted === 1, state: r.state, exitCode: r.exit_code, rootfs: containerPaths(store, r.id).merged,
+  };
+}
+
+export function getContainer(store: Store, ref: string): ContainerInfo {
+  return toInfo(store, resolveContainer(store, ref));
+}
+
+export function listContainers(store: Store, opts: { all?: boolean } = {}): ContainerInfo[] {
+  // Like podman ps: without --all, only running containers.
+  const rows = store.db.all<Row>(opts.all ? 'SELECT * FROM containers ORDER BY created DESC' : "SELECT * FROM containers WHERE state = 'running' ORDER BY created DESC");
+  return rows.map((r) => toInfo(store, r));
+}
+
+export function mount(store: Store, ref: string): string {
+  return mountContainer(store, resolveContainer(store, ref).id);
+}
+
+export function unmount(store: Store, ref: string): void {
+  unmountContainer(store, resolveContainer(store, ref).id);
+}
+
+export function removeContainer(store: Store, ref: string, opts: { force?: boolean } = {}): string {
+  const c = resolveContainer(store, ref);
+  if (c.state === 'running' && !opts.force) fail('EBUSY', `container ${c.name} is running; stop it or use rm -f`);
+  unmountContainer(store, c.id);
+  store.db.tx(() => store.db.run('DELETE FROM containers WHERE id = ?', c.id));
+  rmSync(containerPaths(store, c.id).dir, { recursive: true, force: true });
+  return c.id;
+}
