@@ -19,7 +19,7 @@ function step(title: string): void {
 function cowshed(store: string, ...args: string[]): { out: string; ms: number } {
   console.log(`$ cowshed ${args.join(' ')}`);
   const t = performance.now();
-  const r = spawnSync(process.execPath, [join(repo, 'src/cli/main.ts'), '--store', store, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const r = spawnSync(process.execPath, [join(repo, 'bin/cowshed.js'), '--store', store, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   const ms = performance.now() - t;
   if (r.status !== 0) {
     console.error(`demo: cowshed ${args.join(' ')} failed (exit ${r.status})`);

@@ -1,6 +1,6 @@
 // Container commands: create, ps, rm, diff, commit (run and export live in
 // their own modules and are added as they land).
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import type { Store } from '../store/store.ts';
 import { createContainer, listContainers, removeContainer, findContainer } from '../containers/containers.ts';
 import { diffUpper, diffTrees, type Change } from '../containers/diff.ts';
@@ -8,6 +8,7 @@ import { containerLower, containerPaths } from '../drivers/composefs.ts';
 import { commitContainer } from '../containers/commit.ts';
 import { table, age, shortId } from './output.ts';
 import { fail } from '../util/errors.ts';
+import { exportImage, type ExportCompression } from '../store/export.ts';
 
 type WithStore = <T>(fn: (s: Store) => Promise<T> | T) => Promise<T>;
 
@@ -56,6 +57,15 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
       }
       if (o.json) say(JSON.stringify(changes.map((c) => ({ kind: c.kind, path: c.path }))));
       else if (changes.length) say(changes.map((c) => `${c.kind} ${c.path}`).join('\n'));
+    }));
+
+  program.command('export')
+    .description('write an image to oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REPO:TAG]')
+    .argument('<image>').argument('<dest>')
+    .addOption(new Option('--compression <kind>', 'layer compression for OCI destinations').choices(['gzip', 'zstd', 'none']).default('gzip'))
+    .action(async (image: string, dest: string, o: { compression: ExportCompression }) => withStore(async (s) => {
+      const r = await exportImage(s, image, dest, { compression: o.compression });
+      say(r.manifestDigest ?? r.dest);
     }));
 
   program.command('commit')

@@ -21,6 +21,8 @@ const program = new Command('cowshed')
   .addOption(new Option('--log-level <level>', 'log level').choices(['error', 'warn', 'info', 'debug']).default('warn'))
   .option('-q, --quiet', 'print only what is asked for')
   .showHelpAfterError(false)
+  // Global options go before the command, so `ps -q` is the command's own -q.
+  .enablePositionalOptions()
   .exitOverride();
 
 const globals = (): GlobalOpts => program.opts<GlobalOpts>();

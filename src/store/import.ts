@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { Store } from './store.ts';
-import type { ImageSource, LayerRef } from '../oci/source.ts';
+import { explainLayerFailure, type ImageSource, type LayerRef } from '../oci/source.ts';
 import { readTar } from '../tar/reader.ts';
 import { TarSplitWriter } from '../tar/split.ts';
 import { LayerTreeBuilder, type FileContent } from '../tree/layers.ts';
@@ -177,20 +177,26 @@ async function importLayer(
     }
   };
   let lastReport = 0;
-  for await (const entry of readTar(counted(layer.openTar()), { split })) {
-    let content: FileContent | undefined;
-    if (entry.type === 'file') {
-      const stored = await storeContent(batch, entry.body(), entry.size);
-      entry.setContentDigest(stored.digest);
-      if (entry.size > 0) objects.set(toHex(stored.digest), entry.size);
-      content = stored.content;
-      files++;
+  try {
+    for await (const entry of readTar(counted(layer.openTar()), { split })) {
+      let content: FileContent | undefined;
+      if (entry.type === 'file') {
+        const stored = await storeContent(batch, entry.body(), entry.size);
+        entry.setContentDigest(stored.digest);
+        if (entry.size > 0) objects.set(toHex(stored.digest), entry.size);
+        content = stored.content;
+        files++;
+      }
+      builder.apply(entry, content);
+      if (opts.onProgress && tarSize - lastReport > 4 << 20) {
+        lastReport = tarSize;
+        opts.onProgress({ layer: layer.index, layers: layerCount, bytes: tarSize, files });
+      }
     }
-    builder.apply(entry, content);
-    if (opts.onProgress && tarSize - lastReport > 4 << 20) {
-      lastReport = tarSize;
-      opts.onProgress({ layer: layer.index, layers: layerCount, bytes: tarSize, files });
-    }
+  } catch (e) {
+    // A damaged blob can break the tar before its digest is checked at the
+    // end: name the real cause.
+    throw await explainLayerFailure(layer, e);
   }
   opts.onProgress?.({ layer: layer.index, layers: layerCount, bytes: tarSize, files });
   const splitDigest = store.blobs.put(split.finish());

@@ -38,6 +38,7 @@ export interface ImageInfo {
 }
 
 export interface ImageDetails extends ImageInfo {
+  configDigest: string;
   manifest: Manifest;
   config: ImageConfig;
   layers: Array<{ digest: string; mediaType: string; size: number; diffId: string; tarSize: number }>;
@@ -166,7 +167,7 @@ export class Store {
     ).map((l) => ({ digest: l.blob_digest, mediaType: l.media_type, size: l.blob_size, diffId: l.diff_id, tarSize: l.tar_size }));
     let imageFileSize = 0;
     try { imageFileSize = readFileSync(this.imagePath(info.composefs)).length; } catch { /* reported by fsck */ }
-    return { ...info, manifest, config, layers, uniqueSize: uniqueObjectBytes(this, info.id), imageFileSize };
+    return { ...info, configDigest: r.config_digest, manifest, config, layers, uniqueSize: uniqueObjectBytes(this, info.id), imageFileSize };
   }
 
   /** The image's flattened tree, read back from its composefs image. */

@@ -142,7 +142,7 @@ describe('store commands', () => {
 
   test('concurrent imports and gc on one store finish with a clean fsck', async () => {
     const run = (...args: string[]) => new Promise<number>((resolve) => {
-      const p = spawn(process.execPath, [join(REPO, 'src', 'cli', 'main.ts'), '--store', store, ...args], { stdio: 'ignore' });
+      const p = spawn(process.execPath, [join(REPO, 'bin', 'cowshed.js'), '--store', store, ...args], { stdio: 'ignore' });
       p.on('exit', (code) => resolve(code ?? -1));
     });
     const codes = await Promise.all([

@@ -7,7 +7,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const MAIN = join(REPO, 'src', 'cli', 'main.ts');
+const MAIN = join(REPO, 'bin', 'cowshed.js');
 
 export interface CliResult { status: number; stdout: string; stderr: string }
 
