@@ -1,16 +1,16 @@
 // Writes an OCI image layout (oci-layout, index.json, blobs/sha256/…) from
 // layer files and a config. Used by tests to build fixture images, and by
-// export. Layers are hashed and copied streaming; index.json keeps the
+// building fixtures. Layers are hashed and copied streaming; index.json keeps the
 // layout's other images and replaces only the entry with the same tag.
 
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CowshedError, errno } from '../util/errors.ts';
 import { decompress, detectCompression, MAGIC_BYTES } from './compression.ts';
 import { digestOfStream, sha256Digest, validateDigest } from './digest.ts';
-import { OCI_CONFIG, OCI_INDEX, OCI_LAYOUT_VERSION, OCI_MANIFEST, ociLayerMediaType, REF_NAME_ANNOTATION } from './media-types.ts';
-import { parseIndex, type Descriptor } from './types.ts';
+import { OCI_CONFIG, OCI_MANIFEST, ociLayerMediaType } from './media-types.ts';
+import { addToIndex, initLayout } from './layout-index.ts';
+import type { Descriptor } from './types.ts';
 
 export interface LayoutLayerInput {
   /** A tar, tar.gz or tar.zst file (compression detected by magic). */
@@ -51,11 +51,7 @@ async function readHead(path: string): Promise<Uint8Array> {
 }
 
 export async function writeOciLayout(dir: string, img: LayoutImageInput): Promise<{ manifestDigest: string }> {
-  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
-  const layoutFile = join(dir, 'oci-layout');
-  if (!(await stat(layoutFile).then(() => true, () => false))) {
-    await writeFileAtomic(layoutFile, JSON.stringify({ imageLayoutVersion: OCI_LAYOUT_VERSION }));
-  }
+  await initLayout(dir);
 
   const layerDescriptors: Descriptor[] = [];
   const diffIds: string[] = [];
@@ -95,23 +91,7 @@ export async function writeOciLayout(dir: string, img: LayoutImageInput): Promis
   const manifestBytes = Buffer.from(JSON.stringify(manifest));
   const manifestDigest = await writeBlob(dir, manifestBytes);
 
-  const indexFile = join(dir, 'index.json');
-  let existing: Descriptor[] = [];
-  try {
-    existing = parseIndex(await readFile(indexFile), undefined, indexFile).manifests;
-  } catch (e) {
-    if (errno(e) !== 'ENOENT') {
-      if (e instanceof CowshedError) throw new CowshedError(e.code, `cannot add to ${dir}: ${e.message}`, { cause: e });
-      throw e;
-    }
-  }
-  const entry: Descriptor = { mediaType: OCI_MANIFEST, digest: manifestDigest, size: manifestBytes.length };
-  if (img.tag !== undefined) entry.annotations = { [REF_NAME_ANNOTATION]: img.tag };
-  const kept = existing.filter((d) => img.tag === undefined
-    ? d.digest !== manifestDigest || d.annotations?.[REF_NAME_ANNOTATION] !== undefined
-    : d.annotations?.[REF_NAME_ANNOTATION] !== img.tag);
-  const index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [...kept, entry] };
-  await writeFileAtomic(indexFile, JSON.stringify(index));
+  await addToIndex(dir, { mediaType: OCI_MANIFEST, digest: manifestDigest, size: manifestBytes.length }, img.tag);
   return { manifestDigest };
 }
 

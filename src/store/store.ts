@@ -95,15 +95,22 @@ export class Store {
   async importImage(source: string, name?: string, opts: ImportOptions = {}): Promise<ImportResult> {
     const src = await this.openSource(source);
     try {
-      const finalName = name ? normalizeName(name) : defaultNameFor(sourcePath(source), sourceTag(source));
-      const lease = await acquireLease(this.db, 'write');
-      try {
-        return await importFromSource(this, src, finalName, opts);
-      } finally {
-        lease.release();
-      }
+      return await this.importSource(src, name ? normalizeName(name) : defaultNameFor(sourcePath(source), sourceTag(source)), opts);
     } finally {
       await src.close();
+    }
+  }
+
+  /**
+   * Import from an already opened ImageSource (any transport: the registry
+   * client provides one too) under a normalised name. The caller closes src.
+   */
+  async importSource(src: ImageSource, name: string, opts: ImportOptions = {}): Promise<ImportResult> {
+    const lease = await acquireLease(this.db, 'write');
+    try {
+      return await importFromSource(this, src, normalizeName(name), opts);
+    } finally {
+      lease.release();
     }
   }
 
