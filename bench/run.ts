@@ -1,0 +1,285 @@
+// `npm run bench [NAME…]`: every benchmark (or those whose name contains one
+// of the arguments), cowshed against its anchors, report under bench/results/.
+// Environment: COWSHED_FIXTURES (image cache, default /var/cache/cowshed-fixtures),
+// BENCH_RUNS (timed runs per contender, default 5), BENCH_WARMUP (default 1).
+import { hash, randomFillSync } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FsVerityHasher } from '../src/composefs/fsverity.ts';
+import {
+  type BenchResult, type Contender, exec, isRoot, measure, ScratchFs, throughputMBs, which, writeReport,
+} from './lib.ts';
+
+const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
+const CACHE = process.env.COWSHED_FIXTURES ?? '/var/cache/cowshed-fixtures';
+const LAYOUT = join(CACHE, 'debian-oci');
+const CLI = join(REPO, 'src/cli/main.ts');
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 1);
+const MB = 1e6;
+
+/** The cowshed CLI as users run it: a fresh Node 24 process (this one's binary). */
+async function cowshed(...args: string[]): Promise<void> {
+  if (!existsSync(CLI)) throw new Error('src/cli/main.ts does not exist yet');
+  await exec(process.execPath, [CLI, ...args], { cwd: REPO });
+}
+
+/** podman with all its state in a throwaway directory. */
+const podman = (dir: string, ...args: string[]): Promise<unknown> =>
+  exec('podman', ['--root', join(dir, 'root'), '--runroot', join(dir, 'run'), '--tmpdir', join(dir, 'tmp'),
+    '--storage-driver', 'overlay', '--events-backend', 'none', ...args]);
+
+const needTool = (cmd: string, pkg?: string) => async (): Promise<string | undefined> =>
+  (await which(cmd)) ? undefined : `${cmd} not installed${pkg ? ` (${pkg})` : ''}`;
+
+/** A contender that gets a fresh scratch filesystem for every run. */
+function onFreshFs(name: string, role: Contender['role'], run: (fs: string) => Promise<unknown>, skip?: Contender['skip']): Contender {
+  let fs: ScratchFs | undefined;
+  return {
+    name, role, skip,
+    prepare: async () => { fs = await ScratchFs.create(); },
+    run: async () => { await run(fs!.path); },
+    cleanup: async () => { await fs?.dispose(); fs = undefined; },
+  };
+}
+
+function v1LayerBlob(): string {
+  const index = JSON.parse(readFileSync(join(LAYOUT, 'index.json'), 'utf8')) as
+    { manifests: { digest: string; annotations?: Record<string, string> }[] };
+  const desc = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === 'v1');
+  if (!desc) throw new Error(`${LAYOUT} has no tag v1`);
+  const blob = (d: string): string => join(LAYOUT, 'blobs', ...d.split(':'));
+  const manifest = JSON.parse(readFileSync(blob(desc.digest), 'utf8')) as { layers: { digest: string }[] };
+  return blob(manifest.layers[0]!.digest);
+}
+
+type Benchmark = { name: string; needsImage: boolean; run: () => Promise<BenchResult[]> };
+
+const benchmarks: Benchmark[] = [
+  {
+    // What no import can beat: decompressing, hashing and writing its bytes.
+    name: 'limits',
+    needsImage: true,
+    async run() {
+      const blob = v1LayerBlob();
+      const fs = await ScratchFs.create();
+      try {
+        const tar = join(fs.path, 'layer.tar');
+        await exec('sh', ['-c', `gzip -dc '${blob}' > '${tar}'`]);
+        const tarBytes = statSync(tar).size;
+        const gz = await measure('limits: gzip -dc of the Debian layer', [
+          { name: `gzip -dc (MB/s of output)`, role: 'reference', run: async () => { await exec('sh', ['-c', `gzip -dc '${blob}' >/dev/null`]); } },
+        ], { runs: RUNS, warmup: WARMUP, bytes: tarBytes });
+        const sha = await measure('limits: SHA-256 of the layer tar', [
+          { name: 'sha256sum', role: 'reference', run: async () => { await exec('sha256sum', [tar]); } },
+          { name: 'openssl dgst -sha256', role: 'reference', skip: needTool('openssl'), run: async () => { await exec('openssl', ['dgst', '-sha256', tar]); } },
+        ], { runs: RUNS, warmup: WARMUP, bytes: tarBytes });
+        const ddBytes = 256 * 2 ** 20;
+        const dd = await measure('limits: sequential write + fsync', [
+          {
+            name: 'dd bs=1M count=256 conv=fsync', role: 'reference',
+            run: async () => { await exec('dd', ['if=/dev/zero', `of=${join(fs.path, 'dd')}`, 'bs=1M', 'count=256', 'conv=fsync']); },
+            cleanup: async () => { await rm(join(fs.path, 'dd'), { force: true }); },
+          },
+        ], { runs: RUNS, warmup: WARMUP, bytes: ddBytes });
+        gz.notes.push(`the layer: ${(statSync(blob).size / MB).toFixed(0)} MB gzip, ${(tarBytes / MB).toFixed(0)} MB tar`);
+        return [gz, sha, dd];
+      } finally {
+        await fs.dispose();
+      }
+    },
+  },
+  {
+    name: 'fsverity',
+    needsImage: false,
+    async run() {
+      const size = 256 * 2 ** 20;
+      const buf = randomFillSync(Buffer.alloc(size)); // touched now, so no run pays for fresh memory
+      const chunk = 2 ** 20;
+      const fs = await ScratchFs.create();
+      try {
+        const file = join(fs.path, 'buf');
+        await writeFile(file, buf);
+        const r = await measure('fs-verity digest vs SHA-256, 256 MB in memory', [
+          {
+            name: 'FsVerityHasher (1 MiB chunks)', role: 'cowshed',
+            run: async () => {
+              const h = new FsVerityHasher();
+              for (let off = 0; off < size; off += chunk) h.update(buf.subarray(off, off + chunk));
+              h.digest();
+            },
+          },
+          { name: "crypto.hash('sha256') one-shot", role: 'anchor', run: async () => { hash('sha256', buf); } },
+          { name: '`fsverity digest` (C, file in page cache)', role: 'reference', skip: needTool('fsverity', 'fsverity'), run: async () => { await exec('fsverity', ['digest', file]); } },
+        ], { runs: RUNS, warmup: WARMUP, bytes: size });
+        const cow = r.contenders[0]!;
+        const sha = r.contenders[1]!;
+        if (cow.medianMs && sha.medianMs) r.notes.push(`fs-verity / SHA-256 throughput: ${(sha.medianMs / cow.medianMs).toFixed(2)} (target ≥ 0.6)`);
+        return [r];
+      } finally {
+        await fs.dispose();
+      }
+    },
+  },
+  {
+    name: 'import-cold',
+    needsImage: true,
+    async run() {
+      const ref = `oci:${LAYOUT}:v1`;
+      const r = await measure('import Debian v1 from OCI layout, cold (fresh fs per run)', [
+        onFreshFs('cowshed import', 'cowshed', (d) => cowshed('--store', join(d, 'store'), 'import', ref, 'debian:v1')),
+        onFreshFs('umoci unpack', 'anchor', (d) => exec('umoci', ['unpack', '--image', `${LAYOUT}:v1`, join(d, 'bundle')]), needTool('umoci', 'umoci')),
+        onFreshFs('podman pull oci:', 'anchor', (d) => podman(d, 'pull', '-q', ref), needTool('podman', 'podman')),
+      ], { runs: RUNS, warmup: WARMUP });
+      r.notes.push('targets: ≤ 0.4 × umoci, ≤ 0.3 × podman');
+      return [r];
+    },
+  },
+  {
+    name: 'reimport',
+    needsImage: true,
+    async run() {
+      const ref = `oci:${LAYOUT}:v1`;
+      let cfs: ScratchFs | undefined;
+      let pfs: ScratchFs | undefined;
+      const r = await measure('import again after rmi (objects still present)', [
+        {
+          name: 'cowshed rmi; import', role: 'cowshed',
+          before: async () => { cfs = await ScratchFs.create(); await cowshed('--store', join(cfs.path, 'store'), 'import', ref, 'debian:v1'); },
+          prepare: async () => { await cowshed('--store', join(cfs!.path, 'store'), 'rmi', 'debian:v1'); },
+          run: async () => { await cowshed('--store', join(cfs!.path, 'store'), 'import', ref, 'debian:v1'); },
+          after: async () => { await cfs?.dispose(); },
+        },
+        {
+          name: 'podman rmi; pull oci:', role: 'anchor', skip: needTool('podman', 'podman'),
+          before: async () => { pfs = await ScratchFs.create(); await podman(pfs.path, 'pull', '-q', ref); },
+          prepare: async () => { await podman(pfs!.path, 'rmi', '-a', '-f'); },
+          run: async () => { await podman(pfs!.path, 'pull', '-q', ref); },
+          after: async () => { await pfs?.dispose(); },
+        },
+        { name: 'node -e 0 (start-up floor)', role: 'reference', run: async () => { await exec(process.execPath, ['-e', '0']); } },
+      ], { runs: RUNS, warmup: WARMUP });
+      const [cow, , node] = r.contenders;
+      if (cow?.medianMs && node?.medianMs) {
+        r.notes.push(`cowshed beyond Node start-up: ${(cow.medianMs - node.medianMs).toFixed(0)} ms (target ≤ 200 ms)`);
+      }
+      return [r];
+    },
+  },
+  {
+    name: 'composefs-create',
+    needsImage: true,
+    async run() {
+      // The unpacked Debian rootfs, on its own filesystem, made once.
+      const src = await ScratchFs.create();
+      try {
+        await exec('umoci', ['unpack', '--image', `${LAYOUT}:v1`, join(src.path, 'bundle')]);
+        const rootfs = join(src.path, 'bundle/rootfs');
+        const mkcomposefsSkip = async (): Promise<string | undefined> =>
+          (await which('mkcomposefs')) ? undefined : 'mkcomposefs not installed (not packaged in Debian 12)';
+        const create = (d: string): Promise<void> =>
+          cowshed('--store', join(d, 'store'), 'composefs', 'create', '--digest-store', join(d, 'objects'), rootfs, join(d, 'image.cfs'));
+
+        const cold = await measure('composefs create --digest-store of the Debian rootfs, cold (empty store)', [
+          onFreshFs('cowshed composefs create', 'cowshed', create),
+          onFreshFs('mkcomposefs --digest-store', 'anchor',
+            (d) => exec('mkcomposefs', [`--digest-store=${join(d, 'objects')}`, rootfs, join(d, 'image.cfs')]), mkcomposefsSkip),
+          onFreshFs('mkfs.erofs (full image, data included)', 'anchor',
+            (d) => exec('mkfs.erofs', ['--quiet', join(d, 'image.erofs'), rootfs]), needTool('mkfs.erofs', 'erofs-utils')),
+        ], { runs: RUNS, warmup: WARMUP });
+        cold.notes.push('target: ≤ 1.5 × the C tool');
+
+        /** Same filesystem for every run; only the (single-file) image is removed between runs. */
+        const warmContender = (name: string, role: Contender['role'], run: (d: string) => Promise<unknown>, skip?: Contender['skip']): Contender => {
+          let fs: ScratchFs | undefined;
+          return {
+            name, role, skip,
+            before: async () => { fs = await ScratchFs.create(); await run(fs.path); },
+            prepare: async () => {
+              for (const f of ['image.cfs', 'image.erofs']) await rm(join(fs!.path, f), { force: true });
+            },
+            run: async () => { await run(fs!.path); },
+            after: async () => { await fs?.dispose(); },
+          };
+        };
+        const warm = await measure('composefs create --digest-store of the Debian rootfs, warm (objects present)', [
+          warmContender('cowshed composefs create', 'cowshed', create),
+          warmContender('mkcomposefs --digest-store', 'anchor',
+            (d) => exec('mkcomposefs', [`--digest-store=${join(d, 'objects')}`, rootfs, join(d, 'image.cfs')]), mkcomposefsSkip),
+          warmContender('mkfs.erofs (full image, data included)', 'anchor',
+            (d) => exec('mkfs.erofs', ['--quiet', join(d, 'image.erofs'), rootfs]), needTool('mkfs.erofs', 'erofs-utils')),
+        ], { runs: RUNS, warmup: WARMUP });
+        warm.notes.push('mkfs.erofs has no warm mode (it writes all the data every time): shown for scale only');
+        return [cold, warm];
+      } finally {
+        await src.dispose();
+      }
+    },
+  },
+];
+
+/** Import time against max(decompress, hash, write) of the layer's bytes. */
+function limitsSummary(results: BenchResult[]): string[] {
+  const find = (bench: string, contender: string) =>
+    results.find((r) => r.name.startsWith(bench))?.contenders.find((c) => c.name.startsWith(contender));
+  const gz = find('limits: gzip', 'gzip');
+  // The fastest SHA-256 at hand is the limit (coreutils' sha256sum is much slower than openssl here).
+  const sha = find('limits: SHA-256', 'openssl')?.medianMs ? find('limits: SHA-256', 'openssl') : find('limits: SHA-256', 'sha256sum');
+  const dd = find('limits: sequential', 'dd');
+  const imp = find('import Debian', 'cowshed');
+  if (!gz?.medianMs || !sha?.medianMs || !dd || !gz.bytes) return [];
+  const ddRate = throughputMBs(dd);
+  const writeMs = ddRate ? gz.bytes / MB / ddRate * 1000 : 0;
+  const bound = Math.max(gz.medianMs, sha.medianMs, writeMs);
+  const lines = [
+    '## Physical limits for the Debian v1 layer',
+    '',
+    `gzip -dc ${(gz.medianMs / 1000).toFixed(2)} s, SHA-256 ${(sha.medianMs / 1000).toFixed(2)} s, ` +
+      `sequential write ${(writeMs / 1000).toFixed(2)} s: an import cannot beat ${(bound / 1000).toFixed(2)} s.`,
+  ];
+  if (imp?.medianMs) lines.push(`cowshed import (cold) took ${(imp.medianMs / 1000).toFixed(2)} s = ${(imp.medianMs / bound).toFixed(2)} × that bound.`);
+  return lines;
+}
+
+async function main(): Promise<void> {
+  const wanted = process.argv.slice(2);
+  const selected = benchmarks.filter((b) => wanted.length === 0 || wanted.some((w) => b.name.includes(w)));
+  if (selected.length === 0) {
+    process.stderr.write(`bench: no benchmark matches ${wanted.join(' ')}; names: ${benchmarks.map((b) => b.name).join(', ')}\n`);
+    process.exit(2);
+  }
+  if (!isRoot()) process.stderr.write('bench: not root: no fresh loop filesystems, and image benchmarks are skipped\n');
+  let imageReady = existsSync(join(LAYOUT, 'index.json'));
+  if (!imageReady && isRoot() && selected.some((b) => b.needsImage)) {
+    process.stderr.write('bench: building the Debian test image (once, about a minute)\n');
+    await exec('bash', [join(REPO, 'scripts/build-debian-image.sh')]);
+    imageReady = existsSync(join(LAYOUT, 'index.json'));
+  }
+
+  const results: BenchResult[] = [];
+  const extra: string[] = [];
+  const t0 = performance.now();
+  for (const b of selected) {
+    if (b.needsImage && !imageReady) {
+      extra.push(`- ${b.name}: skipped: the Debian test image is missing (run scripts/build-debian-image.sh as root)`);
+      continue;
+    }
+    process.stderr.write(`bench: ${b.name}\n`);
+    try {
+      results.push(...await b.run());
+    } catch (e) {
+      extra.push(`- ${b.name}: failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+    }
+  }
+  const summary = limitsSummary(results);
+  if (extra.length) extra.unshift('## Not run', '');
+  if (summary.length) extra.push('', ...summary);
+  extra.push('', `Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; ${RUNS} runs + ${WARMUP} warm-up per contender.`);
+  const { path, body } = await writeReport(REPO, results, extra);
+  process.stdout.write(body);
+  process.stderr.write(`bench: report written to ${path}\n`);
+}
+
+await main();
