@@ -15,14 +15,14 @@ import {
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const CACHE = process.env.COWSHED_FIXTURES ?? '/var/cache/cowshed-fixtures';
 const LAYOUT = join(CACHE, 'debian-oci');
-const CLI = join(REPO, 'src/cli/main.ts');
+const CLI = join(REPO, 'bin/cowshed.js');
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 1);
 const MB = 1e6;
 
 /** The cowshed CLI as users run it: a fresh Node 24 process (this one's binary). */
 async function cowshed(...args: string[]): Promise<void> {
-  if (!existsSync(CLI)) throw new Error('src/cli/main.ts does not exist yet');
+  if (!existsSync(CLI)) throw new Error('bin/cowshed.js does not exist');
   await exec(process.execPath, [CLI, ...args], { cwd: REPO });
 }
 
