@@ -166,3 +166,35 @@ describe('an exported image runs under podman', () => {
     cowshedOk(store, 'rm', 'c');
   });
 });
+
+describe('run', () => {
+  let work: string;
+  let store: string;
+  before(() => {
+    work = tempDir();
+    store = join(work, 'store');
+    cowshedOk(store, 'import', `oci:${debianFixture().layout}:v1`, 'debian:v1');
+  });
+  after(() => removeTree(work));
+
+  test('passes stdout, stderr and the exit code through, with the image config applied', () => {
+    const r = cowshed(store, 'run', '--rm', 'debian:v1', '--', 'sh', '-c', 'echo "out $PWD $(id -u)"; echo err >&2; exit 5');
+    assert.equal(r.status, 5);
+    assert.equal(r.stdout, 'out / 0\n');
+    assert.equal(r.stderr, 'err\n');
+    assert.equal(cowshedOk(store, 'ps', '-a', '-q').trim(), '', '--rm removed it');
+  });
+
+  test('a kept container shows how it exited, keeps its changes, and diff sees them', () => {
+    cowshedOk(store, 'run', '--name', 'kept', 'debian:v1', '--', 'sh', '-c', 'echo data > /root/made-in-run');
+    assert.match(cowshedOk(store, 'ps', '-a'), /Exited \(0\)\s+kept/);
+    assert.match(cowshedOk(store, 'diff', 'kept'), /^A \/root\/made-in-run$/m);
+    cowshedOk(store, 'rm', 'kept');
+  });
+
+  test('a missing command fails with one line and exit 127', () => {
+    const r = cowshed(store, 'run', '--rm', 'debian:v1', '--', 'no-such-command');
+    assert.equal(r.status, 127);
+    assert.match(r.stderr.trim().split('\n').pop()!, /^cowshed: runc: .*no-such-command/);
+  });
+});
