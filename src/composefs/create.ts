@@ -27,7 +27,8 @@ export interface CreateResult { image: Buffer; digest: string }
 export async function createComposefs(source: string, opts: CreateOptions = {}): Promise<CreateResult> {
   let root;
   if (opts.fromFile) {
-    root = parseDump(source === '-' ? readFileSync(0) : readFileSync(source));
+    // Lenient, as mkcomposefs parses unless CFS_PARSE_STRICT is set.
+    root = parseDump(source === '-' ? readFileSync(0) : readFileSync(source), { lenient: true });
     if (opts.useEpoch) for (const [, n] of walk(root)) { n.mtimeSec = 0; n.mtimeNsec = 0; }
   } else {
     const store = opts.digestStore;

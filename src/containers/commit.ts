@@ -52,7 +52,7 @@ export async function commitContainer(store: Store, ref: string, name: string, o
   const lease = await acquireLease(store.db, 'write');
   try {
     return await buildImage(store, {
-      base: { tree, layers: baseLayers, objects: baseObjects },
+      base: { imageId: c.image_id, tree, layers: baseLayers, objects: baseObjects },
       layers: [{
         index: baseLayers.length, digest: '', mediaType: OCI_LAYER_TAR, size: 0, diffId: '',
         openBlob: () => writeTar(layerEntries()), openTar: () => writeTar(layerEntries()),

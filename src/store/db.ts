@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS image_objects (
   digest TEXT NOT NULL,
   PRIMARY KEY (image_id, digest)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS image_objects_digest ON image_objects(digest);
+-- No index on digest: it would double the cost of recording an image
+-- (thousands of rows); df and gc scan instead.
 -- Manifests already turned into a composefs image: re-importing one of them
 -- (even after rmi, until gc) needs no layer read at all.
 CREATE TABLE IF NOT EXISTS builds (
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS builds (
   entries INTEGER NOT NULL,
   logical_size INTEGER NOT NULL,
   layers_json TEXT NOT NULL,        -- the layer rows, to restore them
-  objects_json TEXT NOT NULL        -- the object digests the image needs
+  objects_blob TEXT NOT NULL        -- blob: JSON list of the object digests the image needs
 );
 -- Mounts are runtime state, reconciled with /proc/self/mountinfo.
 -- The EROFS loop mount of a composefs image, shared by everything that uses

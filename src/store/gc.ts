@@ -22,6 +22,7 @@ export async function gc(store: Store): Promise<GcReport> {
     const liveBlobs = new Set<string>();
     for (const r of db.all<{ id: string; config_digest: string }>('SELECT id, config_digest FROM images')) { liveBlobs.add(r.id); liveBlobs.add(r.config_digest); }
     for (const r of db.all<{ split_digest: string }>('SELECT split_digest FROM layers')) liveBlobs.add(r.split_digest);
+    for (const r of db.all<{ objects_blob: string }>('SELECT objects_blob FROM builds')) liveBlobs.add(r.objects_blob);
 
     const report: GcReport = { objectsRemoved: 0, imagesRemoved: 0, blobsRemoved: 0, bytesFreed: 0 };
     const remove = (path: string): void => {
@@ -80,6 +81,6 @@ export function df(store: Store): DfReport {
 export function uniqueObjectBytes(store: Store, id: string): number {
   return Number(store.db.get<{ s: number | null }>(
     `SELECT SUM(o.size) AS s FROM image_objects io JOIN objects o ON o.digest = io.digest
-     WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM image_objects x WHERE x.digest = io.digest AND x.image_id != io.image_id)`, id,
+     WHERE io.image_id = ? AND io.digest IN (SELECT digest FROM image_objects GROUP BY digest HAVING COUNT(*) = 1)`, id,
   )?.s ?? 0);
 }

@@ -60,7 +60,7 @@ interface BuildRecord {
   entries: number;
   logical_size: number;
   layers_json: string;
-  objects_json: string;
+  objects_blob: string;
 }
 
 export async function importFromSource(store: Store, src: ImageSource, name: string, opts: ImportOptions = {}): Promise<ImportResult> {
@@ -70,11 +70,11 @@ export async function importFromSource(store: Store, src: ImageSource, name: str
   // Re-import of a manifest already built: no layer needs reading.
   const build = db.get<BuildRecord>('SELECT * FROM builds WHERE manifest_digest = ?', id);
   if (build && existsSync(store.imagePath(build.composefs))) {
-    const objects = JSON.parse(build.objects_json) as string[];
-    if (objects.every((o) => store.objects.has(o))) {
+    const objects = store.blobs.has(build.objects_blob) ? JSON.parse(store.blobs.get(build.objects_blob).toString()) as string[] : undefined;
+    if (objects?.every((o) => store.objects.has(o))) {
       store.blobs.put(src.manifest.bytes, id);
       store.blobs.put(src.config.bytes, src.config.digest);
-      db.tx(() => recordImage(store, metaOf(src), name, build.composefs, build.entries, build.logical_size, JSON.parse(build.layers_json) as LayerRecord[], objects));
+      db.tx(() => recordImage(store, metaOf(src), name, build.composefs, build.entries, build.logical_size, JSON.parse(build.layers_json) as LayerRecord[], { all: objects }));
       return { id, name, composefs: build.composefs, entries: build.entries, logicalSize: build.logical_size, objectsWritten: 0, bytesWritten: 0, reused: true };
     }
   }
@@ -98,6 +98,7 @@ const metaOf = (src: ImageSource): ImageMeta => ({ ref: src.ref, manifest: src.m
 
 /** An image to build on (commit): its tree, layers and objects. */
 export interface BaseImage {
+  imageId: string;
   tree: FsNode;
   layers: LayerRecord[];
   objects: Map<string, number>;
@@ -140,17 +141,22 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     if (!existsSync(imgPath)) writeFileAtomic(imgPath, image, store.paths.tmp);
     store.blobs.put(meta.manifest.bytes, id);
     store.blobs.put(meta.config.bytes, meta.config.digest);
-    batch.commit();
+    const objectsBlob = store.blobs.put(Buffer.from(JSON.stringify([...objects.keys()])));
+    await batch.commit();
 
+    // On top of a base, only the new objects need rows; the rest are the base's.
+    const base = spec.base;
+    const added = base ? [...objects].filter(([hex]) => !base.objects.has(hex)) : [...objects];
     db.tx(() => {
       db.run(
-        `INSERT INTO builds (manifest_digest, composefs, entries, logical_size, layers_json, objects_json) VALUES (?, ?, ?, ?, ?, ?)
+        `INSERT INTO builds (manifest_digest, composefs, entries, logical_size, layers_json, objects_blob) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT(manifest_digest) DO UPDATE SET composefs = excluded.composefs, entries = excluded.entries,
-           logical_size = excluded.logical_size, layers_json = excluded.layers_json, objects_json = excluded.objects_json`,
-        id, cfs, entries, logicalSize, JSON.stringify(layers), JSON.stringify([...objects.keys()]),
+           logical_size = excluded.logical_size, layers_json = excluded.layers_json, objects_blob = excluded.objects_blob`,
+        id, cfs, entries, logicalSize, JSON.stringify(layers), objectsBlob,
       );
-      for (const [hex, size] of objects) db.run('INSERT OR IGNORE INTO objects (digest, size) VALUES (?, ?)', hex, size);
-      recordImage(store, meta, spec.name, cfs, entries, logicalSize, layers, [...objects.keys()]);
+      for (const [hex, size] of added) db.run('INSERT OR IGNORE INTO objects (digest, size) VALUES (?, ?)', hex, size);
+      recordImage(store, meta, spec.name, cfs, entries, logicalSize, layers,
+        base ? { copyFrom: base.imageId, added: added.map(([hex]) => hex) } : { all: [...objects.keys()] });
     });
     return { id, name: spec.name, composefs: cfs, entries, logicalSize, objectsWritten: batch.objectsWritten, bytesWritten: batch.bytesWritten, reused: false };
   } catch (e) {
@@ -255,9 +261,12 @@ export function summarize(root: FsNode): { logicalSize: number; entries: number 
   return { logicalSize, entries };
 }
 
+/** The objects an image needs: a full list, or a base image's plus some. */
+type ObjectRefs = { all: string[] } | { copyFrom: string; added: string[] };
+
 function recordImage(
   store: Store, src: ImageMeta, name: string, cfs: string, entries: number, logicalSize: number,
-  layers: LayerRecord[], objects: string[],
+  layers: LayerRecord[], objects: ObjectRefs,
 ): void {
   const { db } = store;
   const id = src.manifest.digest;
@@ -274,7 +283,10 @@ function recordImage(
           id, l.idx, l.blob_digest, l.media_type, l.blob_size, l.diff_id, l.tar_size, l.split_digest,
         );
       }
-      for (const o of objects) db.run('INSERT OR IGNORE INTO image_objects (image_id, digest) VALUES (?, ?)', id, o);
+      if ('copyFrom' in objects) {
+        db.run('INSERT OR IGNORE INTO image_objects (image_id, digest) SELECT ?, digest FROM image_objects WHERE image_id = ?', id, objects.copyFrom);
+      }
+      for (const o of 'all' in objects ? objects.all : objects.added) db.run('INSERT OR IGNORE INTO image_objects (image_id, digest) VALUES (?, ?)', id, o);
     }
     db.run('INSERT INTO tags (name, image_id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id', name, id);
   }

@@ -8,6 +8,7 @@
 // unreferenced objects (gc removes them), never a named object with bad bytes.
 import { closeSync, existsSync, openSync, renameSync, rmSync, writeSync, mkdirSync, statSync, readdirSync, createReadStream } from 'node:fs';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { FsVerityHasher, toHex } from '../composefs/fsverity.ts';
 import { asSpaceError, fsyncPath, syncFilesystem } from '../util/fs.ts';
@@ -15,6 +16,8 @@ import { fail } from '../util/errors.ts';
 
 /** Up to this many new objects are fsynced one by one rather than by syncfs. */
 const FSYNC_EACH_MAX = 32;
+/** Start background writeback after this many new bytes. */
+const WRITEBACK_EVERY = 32 << 20;
 
 export const objectRelPath = (hex: string): string => `${hex.slice(0, 2)}/${hex.slice(2)}`;
 
@@ -79,6 +82,8 @@ export class ObjectBatch {
   private created = false;
   bytesWritten = 0;
   objectsWritten = 0;
+  private bytesAtKick = 0;
+  private writeback: Promise<void> | undefined;
 
   constructor(store: ObjectStore, tmpDir: string) {
     this.store = store;
@@ -103,6 +108,7 @@ export class ObjectBatch {
     this.staged.set(hex, tmp);
     this.bytesWritten += data.length;
     this.objectsWritten++;
+    this.kickWriteback();
   }
 
   /** Start writing content of unknown digest; call finish() with the digest once known. */
@@ -125,14 +131,29 @@ export class ObjectBatch {
         this.staged.set(hex, tmp);
         this.bytesWritten += size;
         this.objectsWritten++;
+        this.kickWriteback();
       },
       abort: () => { try { closeSync(fd); } catch { /* already closed */ } rmSync(tmp, { force: true }); },
     };
   }
 
+  /**
+   * Start writing back what is staged so far, in the background, once a
+   * good amount has piled up: the disk then works while we hash and parse,
+   * and the syncfs in commit() has little left to wait for.
+   */
+  private kickWriteback(): void {
+    if (this.writeback || this.bytesWritten - this.bytesAtKick < WRITEBACK_EVERY) return;
+    this.bytesAtKick = this.bytesWritten;
+    const p = spawn('sync', ['-f', this.tmpDir], { stdio: 'ignore' });
+    this.writeback = new Promise((resolve) => { p.on('exit', () => resolve()); p.on('error', () => resolve()); });
+    void this.writeback.then(() => { this.writeback = undefined; });
+  }
+
   /** Make every staged object durable and visible. */
-  commit(): void {
+  async commit(): Promise<void> {
     if (this.staged.size === 0) { this.discard(); return; }
+    await this.writeback;
     // A few objects (a commit): fsync each file and directory. Many (an
     // import): one syncfs before and one after the renames is far cheaper.
     const few = this.staged.size <= FSYNC_EACH_MAX;
