@@ -6,6 +6,7 @@ import { createContainer, listContainers, removeContainer, findContainer } from 
 import { diffUpper, diffTrees, type Change } from '../containers/diff.ts';
 import { containerLower, containerPaths } from '../drivers/composefs.ts';
 import { commitContainer } from '../containers/commit.ts';
+import { runImage } from '../containers/run.ts';
 import { table, age, shortId } from './output.ts';
 import { fail } from '../util/errors.ts';
 import { exportImage, type ExportCompression } from '../store/export.ts';
@@ -18,6 +19,21 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .argument('<image>')
     .option('--name <name>', 'container name')
     .action(async (image: string, o: { name?: string }) => withStore((s) => say(createContainer(s, image, { name: o.name }).id)));
+
+  program.command('run')
+    .description('create a container from an image and run it with runc; passes output and exit code through')
+    .argument('<image>').argument('[command...]', 'command and arguments (after --), replacing the image Cmd')
+    .option('--rm', 'remove the container when it exits')
+    .option('--name <name>', 'container name')
+    .option('-e, --env <KEY=VALUE...>', 'environment variables')
+    .option('-t, --tty', 'allocate a terminal')
+    .option('--verify', 're-hash the image and every object before running')
+    .passThroughOptions()
+    .action(async (image: string, command: string[], o: { rm?: boolean; name?: string; env?: string[]; tty?: boolean; verify?: boolean }) => withStore(async (s) => {
+      if (command[0] === '--') command = command.slice(1);
+      const r = await runImage(s, image, { name: o.name, args: command.length ? command : undefined, env: o.env, rm: o.rm, tty: o.tty, verify: o.verify });
+      process.exitCode = r.exitCode;
+    }));
 
   program.command('ps')
     .description('list containers (running ones; -a for all)')
