@@ -115,7 +115,7 @@ export function xattrIndex(key: Buffer): [number, Buffer] {
 const roundUp = (n: number, a: number): number => Math.ceil(n / a) * a;
 const invalid = (msg: string): never => { throw new CowshedError('EINVAL', msg); };
 
-interface Xattr { key: Buffer; value: Buffer; shared: number /* offset in shared area, -1 if inline */ }
+interface Xattr { key: Buffer; value: Buffer; shared: number /* offset in shared area, -1 if inline */; id?: string }
 interface Entry { name: Buffer; node: WNode }
 
 /** A writer-private inode: a mutable copy of an FsNode (the caller's tree is never changed). */
@@ -400,7 +400,8 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
 
   // compute_erofs_shared_xattrs(): key/value pairs used more than once go to the shared table.
   const counts = new Map<string, { x: Xattr; count: number; offset: number }>();
-  const pairId = (x: Xattr): string => x.key.toString('hex') + '=' + x.value.toString('hex');
+  // A key/value pair's identity: names hold no NUL, so key NUL value is unambiguous.
+  const pairId = (x: Xattr): string => (x.id ??= x.key.toString('latin1') + '\0' + x.value.toString('latin1'));
   for (const n of order) {
     for (const x of n.sortedXattrs) {
       const id = pairId(x);
