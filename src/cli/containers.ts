@@ -3,13 +3,14 @@
 import { Option, type Command } from 'commander';
 import type { Store } from '../store/store.ts';
 import { createContainer, listContainers, removeContainer, findContainer } from '../containers/containers.ts';
-import { diffUpper, diffTrees, type Change } from '../containers/diff.ts';
+import type { Change } from '../containers/diff.ts';
 import { containerLower, containerPaths } from '../drivers/composefs.ts';
-import { commitContainer } from '../containers/commit.ts';
-import { runImage } from '../containers/run.ts';
 import { table, age, shortId } from './output.ts';
 import { fail } from '../util/errors.ts';
-import { exportImage, type ExportCompression } from '../store/export.ts';
+import type { ExportCompression } from '../store/export.ts';
+
+// Loaded by the commands that need them, to keep start-up short.
+const diffLib = () => import('../containers/diff.ts');
 
 type WithStore = <T>(fn: (s: Store) => Promise<T> | T) => Promise<T>;
 
@@ -31,6 +32,7 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .passThroughOptions()
     .action(async (image: string, command: string[], o: { rm?: boolean; name?: string; env?: string[]; tty?: boolean; verify?: boolean }) => withStore(async (s) => {
       if (command[0] === '--') command = command.slice(1);
+      const { runImage } = await import('../containers/run.ts');
       const r = await runImage(s, image, { name: o.name, args: command.length ? command : undefined, env: o.env, rm: o.rm, tty: o.tty, verify: o.verify });
       process.exitCode = r.exitCode;
     }));
@@ -62,14 +64,15 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .description('what a container changed (A added, C changed, D deleted), or the changes between two images')
     .argument('<container-or-image>').argument('[image2]')
     .option('--json', 'JSON output')
-    .action(async (a: string, b: string | undefined, o: { json?: boolean }) => withStore((s) => {
+    .action(async (a: string, b: string | undefined, o: { json?: boolean }) => withStore(async (s) => {
+      const { diffUpper, diffTrees } = await diffLib();
       let changes: Change[];
       if (b === undefined) {
         const c = findContainer(s, a);
         if (!c) fail('ENOENT', `no such container: ${a} (to compare images, name two)`);
         changes = diffUpper(containerPaths(s, c!.id).upper, containerLower(s, c!.id));
       } else {
-        changes = diffTrees(s.imageTree(a), s.imageTree(b));
+        changes = diffTrees(await s.imageTree(a), await s.imageTree(b));
       }
       if (o.json) say(JSON.stringify(changes.map((c) => ({ kind: c.kind, path: c.path }))));
       else if (changes.length) say(changes.map((c) => `${c.kind} ${c.path}`).join('\n'));
@@ -80,6 +83,7 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .argument('<image>').argument('<dest>')
     .addOption(new Option('--compression <kind>', 'layer compression for OCI destinations').choices(['gzip', 'zstd', 'none']).default('gzip'))
     .action(async (image: string, dest: string, o: { compression: ExportCompression }) => withStore(async (s) => {
+      const { exportImage } = await import('../store/export.ts');
       const r = await exportImage(s, image, dest, { compression: o.compression });
       say(r.manifestDigest ?? r.dest);
     }));
@@ -90,6 +94,7 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .option('-m, --message <text>', 'commit message (history comment)')
     .option('-a, --author <name>', 'author')
     .action(async (ctr: string, name: string, o: { message?: string; author?: string }) => withStore(async (s) => {
+      const { commitContainer } = await import('../containers/commit.ts');
       const r = await commitContainer(s, ctr, name, { message: o.message, author: o.author });
       say(r.id);
     }));

@@ -3,8 +3,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { Store, type DriverName } from '../store/store.ts';
 import { defaultStoreDir } from '../store/paths.ts';
-import { fsck } from '../store/fsck.ts';
-import { gc, df } from '../store/gc.ts';
 import { mountImage, unmountImage, verifyImage } from '../drivers/composefs.ts';
 import { findContainer, mount as mountContainerByRef, unmount as unmountContainerByRef } from '../containers/containers.ts';
 import { containerCommands } from './containers.ts';
@@ -126,6 +124,7 @@ program.command('fsck')
   .option('--repair', 'remove leftovers and corrupt objects')
   .option('--json', 'JSON output')
   .action(async (o: { repair?: boolean; json?: boolean }) => withStore(async (s) => {
+    const { fsck } = await import('../store/fsck.ts');
     const r = await fsck(s, { repair: o.repair });
     if (o.json) say(JSON.stringify(r, null, 2));
     else {
@@ -139,6 +138,7 @@ program.command('gc')
   .description('remove objects, images and blobs nothing needs')
   .option('--json', 'JSON output')
   .action(async (o: { json?: boolean }) => withStore(async (s) => {
+    const { gc } = await import('../store/gc.ts');
     const r = await gc(s);
     say(o.json ? JSON.stringify(r) : `removed ${r.objectsRemoved} objects, ${r.imagesRemoved} composefs images, ${r.blobsRemoved} blobs; freed ${formatBytes(r.bytesFreed)}`);
   }));
@@ -146,7 +146,8 @@ program.command('gc')
 program.command('df')
   .description('logical size, stored size and deduplication ratio, per image')
   .option('--json', 'JSON output')
-  .action(async (o: { json?: boolean }) => withStore((s) => {
+  .action(async (o: { json?: boolean }) => withStore(async (s) => {
+    const { df } = await import('../store/gc.ts');
     const r = df(s);
     if (o.json) return say(JSON.stringify(r, null, 2));
     say(table(['IMAGE ID', 'NAMES', 'ENTRIES', 'SIZE', 'UNIQUE'], r.images.map((i) => [

@@ -1,6 +1,6 @@
 // Output helpers for the CLI: aligned tables, sizes and ages as podman
 // prints them, and progress that only shows on a terminal.
-import { SingleBar, Presets } from 'cli-progress';
+import { createRequire } from 'node:module';
 import { formatBytes } from '../util/fs.ts';
 
 export function table(headers: string[], rows: string[][]): string {
@@ -26,6 +26,8 @@ export interface Progress { update(value: number, total: number, label: string):
 
 export function progress(enabled: boolean): Progress {
   if (!enabled || !process.stderr.isTTY) return { update() {}, stop() {} };
+  // Loaded only when a bar is shown (a terminal): it is a dozen modules.
+  const { SingleBar, Presets } = createRequire(import.meta.url)('cli-progress') as typeof import('cli-progress');
   const bar = new SingleBar({ format: ' {label} [{bar}] {value}/{total}', stream: process.stderr, hideCursor: true, clearOnComplete: true }, Presets.shades_classic);
   let started = false;
   return {

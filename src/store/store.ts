@@ -13,16 +13,23 @@ import { storePaths, defaultStoreDir, type StorePaths } from './paths.ts';
 import { acquireLease } from './leases.ts';
 import { uniqueObjectBytes } from './gc.ts';
 import { normalizeName, defaultNameFor } from './names.ts';
-import { importFromSource, type ImportOptions, type ImportResult } from './import.ts';
-import { openImageSource, type ImageSource } from '../oci/source.ts';
-import { openTarballSource, openDirectorySource } from './local-sources.ts';
+import type { ImportOptions, ImportResult } from './import.ts';
+import type { ImageSource } from '../oci/source.ts';
 import { CowshedError, fail } from '../util/errors.ts';
-import { readComposefsImage } from '../composefs/erofs-reader.ts';
 import type { FsNode } from '../tree/node.ts';
-import { rebuildTar } from '../tar/split.ts';
-import { verifyDigest } from '../oci/digest.ts';
 import { toHex } from '../composefs/fsverity.ts';
 import type { Manifest, ImageConfig } from '../oci/types.ts';
+
+// The import machinery (tar, OCI, EROFS writer) loads on first use: most
+// commands never need it, and every module costs CLI start-up time.
+const lazy = {
+  import: () => import('./import.ts'),
+  source: () => import('../oci/source.ts'),
+  local: () => import('./local-sources.ts'),
+  reader: () => import('../composefs/erofs-reader.ts'),
+  split: () => import('../tar/split.ts'),
+  digest: () => import('../oci/digest.ts'),
+};
 
 export type DriverName = 'composefs' | 'overlay' | 'btrfs' | 'vfs';
 const DRIVERS: readonly DriverName[] = ['composefs', 'overlay', 'btrfs', 'vfs'];
@@ -108,7 +115,7 @@ export class Store {
   async importSource(src: ImageSource, name: string, opts: ImportOptions = {}): Promise<ImportResult> {
     const lease = await acquireLease(this.db, 'write');
     try {
-      return await importFromSource(this, src, normalizeName(name), opts);
+      return await (await lazy.import()).importFromSource(this, src, normalizeName(name), opts);
     } finally {
       lease.release();
     }
@@ -121,11 +128,11 @@ export class Store {
       case 'oci':
       case 'oci-archive':
       case 'docker-archive':
-        return openImageSource(source);
+        return (await lazy.source()).openImageSource(source);
       case 'tar':
-        return openTarballSource(source.slice(colon + 1));
+        return (await lazy.local()).openTarballSource(source.slice(colon + 1));
       case 'dir':
-        return openDirectorySource(source.slice(colon + 1));
+        return (await lazy.local()).openDirectorySource(source.slice(colon + 1));
       default:
         return fail('EINVAL', `unknown image source ${JSON.stringify(source)}: use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, tar:FILE or dir:PATH`);
     }
@@ -178,9 +185,9 @@ export class Store {
   }
 
   /** The image's flattened tree, read back from its composefs image. */
-  imageTree(ref: string): FsNode {
+  async imageTree(ref: string): Promise<FsNode> {
     const info = this.resolveImage(ref);
-    return readComposefsImage(readFileSync(this.imagePath(info.composefs)));
+    return (await lazy.reader()).readComposefsImage(readFileSync(this.imagePath(info.composefs)));
   }
 
   /**
@@ -188,15 +195,15 @@ export class Store {
    * tar-split record and the object store. Its sha256 is the layer's diff ID
    * (verified while streaming: a damaged store fails instead of lying).
    */
-  layerTar(ref: string, index: number): AsyncIterable<Uint8Array> {
+  async *layerTar(ref: string, index: number): AsyncGenerator<Uint8Array> {
     const info = this.resolveImage(ref);
     const layer = this.db.get<{ split_digest: string; diff_id: string }>(
       'SELECT split_digest, diff_id FROM layers WHERE image_id = ? AND idx = ?', info.id, index,
     );
     if (!layer) fail('ENOENT', `image ${ref} has no layer ${index + 1}`);
     const split = this.blobs.get(layer!.split_digest);
-    const tar = rebuildTar(split, (digest) => this.objects.open(toHex(digest)));
-    return verifyDigest(tar, layer!.diff_id, `layer ${index + 1} of ${ref}`);
+    const tar = (await lazy.split()).rebuildTar(split, (digest) => this.objects.open(toHex(digest)));
+    yield* (await lazy.digest()).verifyDigest(tar, layer!.diff_id, `layer ${index + 1} of ${ref}`);
   }
 
   tag(src: string, dst: string): void {
