@@ -11,3 +11,12 @@ export { readComposefsImage } from './composefs/erofs-reader.ts';
 export { parseDump, printDump } from './composefs/dump.ts';
 export { createComposefs } from './composefs/create.ts';
 export type { FsNode } from './tree/node.ts';
+export {
+  createContainer, removeContainer, getContainer, listContainers, mount as mountContainer, unmount as unmountContainer,
+  type ContainerInfo, type CreateOptions,
+} from './containers/containers.ts';
+export { diffUpper, diffTrees, type Change } from './containers/diff.ts';
+export { commitContainer, type CommitOptions } from './containers/commit.ts';
+export { runImage, type RunOptions, type RunResult } from './containers/run.ts';
+export { exportImage, type ExportOptions } from './store/export.ts';
+export { containerPaths, containerLower } from './drivers/composefs.ts';
