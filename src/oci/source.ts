@@ -8,6 +8,7 @@
 // uncompressed tar against the config's diff ID.
 
 import { createReadStream } from 'node:fs';
+import { tarFromWorker, WORKER_MIN_SIZE } from './layer-pipe.ts';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { indexTarArchive } from '../tar/archive-index.ts';
@@ -61,6 +62,8 @@ interface MemberReader {
   /** The member's bytes, streamed. */
   read(path: string): AsyncIterable<Uint8Array>;
   has(path: string): Promise<boolean>;
+  /** Where the member's bytes are in a file (for reading them on a worker thread). */
+  location(path: string): Promise<{ file: string; start: number; size: number }>;
 }
 
 function missing(where: string, path: string): CowshedError {
@@ -100,6 +103,9 @@ class DirReader implements MemberReader {
     // Read exactly the size seen, so a blob grown behind our back is not read on and on.
     yield* readFileRange(join(this.dir, path), 0, size, `${this.dir}: ${path}`);
   }
+  async location(path: string): Promise<{ file: string; start: number; size: number }> {
+    return { file: join(this.dir, path), start: 0, size: await this.size(path) };
+  }
 }
 
 class ArchiveReader implements MemberReader {
@@ -119,6 +125,10 @@ class ArchiveReader implements MemberReader {
   async *read(path: string): AsyncGenerator<Uint8Array> {
     const m = this.member(path);
     yield* readFileRange(this.file, m.offset, m.size, `${this.file}: ${path}`);
+  }
+  async location(path: string): Promise<{ file: string; start: number; size: number }> {
+    const m = this.member(path);
+    return { file: this.file, start: m.offset, size: m.size };
   }
 }
 
@@ -301,8 +311,15 @@ function makeLayer(
     index, digest, mediaType, size, diffId,
     openBlob,
     async *openTar() {
-      const tar = decompress(openBlob(), what);
       try {
+        if (size >= WORKER_MIN_SIZE) {
+          // Big layers: read, verify and decompress on a second core.
+          const loc = await reader.location(path);
+          if (loc.size !== size) throw new CowshedError('EDIGEST', `${what}: ${loc.size} bytes, the manifest says ${size}`);
+          yield* tarFromWorker({ ...loc, digest, diffId, what });
+          return;
+        }
+        const tar = decompress(openBlob(), what);
         // An uncompressed blob is its own diff: it was just verified.
         yield* digest === diffId ? tar : verifyDigest(tar, diffId, `${what} diff ID`);
       } catch (e) {

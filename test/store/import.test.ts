@@ -111,6 +111,25 @@ describe('the Debian image', () => {
     }
   });
 
+  test('a flipped byte in a big layer (read on a worker thread) is refused, nothing stored', () => {
+    const copy = join(work, 'debian-corrupt');
+    mkdirSync(join(copy, 'blobs', 'sha256'), { recursive: true });
+    for (const f of ['oci-layout', 'index.json']) execFileSync('cp', [join(fx.layout, f), join(copy, f)]);
+    for (const f of readdirSync(join(fx.layout, 'blobs', 'sha256'))) {
+      execFileSync('cp', ['--reflink=auto', join(fx.layout, 'blobs', 'sha256', f), join(copy, 'blobs', 'sha256', f)]);
+    }
+    const blobs = join(copy, 'blobs', 'sha256');
+    const biggest = readdirSync(blobs).map((f) => join(blobs, f)).sort((a, b) => sizeOf(b) - sizeOf(a))[0]!;
+    execFileSync('sh', ['-c', `printf 'X' | dd of="${biggest}" bs=1 seek=50000000 conv=notrunc status=none`]);
+    const fresh = join(work, 'store-corrupt');
+    const r = cowshed(fresh, 'import', `oci:${copy}:v1`, 'debian:bad');
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /^cowshed: .*(digest mismatch|corrupt gzip)/);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    assert.equal(countObjects(fresh), 0);
+    assert.deepEqual(readdirSync(join(fresh, 'tmp')), []);
+  });
+
   test('tar: a rootfs tarball imports as the same files', async () => {
     cowshedOk(store, 'import', `tar:${fx.rootfsTar}`, 'debian:tarball');
     const a = lastLine(cowshedOk(store, 'mount', 'debian:tarball'));
