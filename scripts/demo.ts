@@ -68,7 +68,7 @@ step('Start 100 containers from v1: each is a mount, not a copy');
   const times: number[] = [];
   for (let i = 0; i < 100; i++) {
     const t = performance.now();
-    createContainer(s, 'debian:v1', { name: `c${i}` });
+    await createContainer(s, 'debian:v1', { name: `c${i}` });
     times.push(performance.now() - t);
     if (tty) process.stdout.write(`\r${i + 1}/100 containers`);
   }

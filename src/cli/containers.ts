@@ -2,9 +2,8 @@
 // their own modules and are added as they land).
 import { Option, type Command } from 'commander';
 import type { Store } from '../store/store.ts';
-import { createContainer, listContainers, removeContainer, findContainer } from '../containers/containers.ts';
+import { createContainer, listContainers, removeContainer, findContainer, containerDiff } from '../containers/containers.ts';
 import type { Change } from '../containers/diff.ts';
-import { containerLower, containerPaths } from '../drivers/composefs.ts';
 import { table, age, shortId } from './output.ts';
 import { fail } from '../util/errors.ts';
 import type { ExportCompression } from '../store/export.ts';
@@ -19,7 +18,7 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .description('make a container from an image (mounted, ready); prints its id')
     .argument('<image>')
     .option('--name <name>', 'container name')
-    .action(async (image: string, o: { name?: string }) => withStore((s) => say(createContainer(s, image, { name: o.name }).id)));
+    .action(async (image: string, o: { name?: string }) => withStore(async (s) => say((await createContainer(s, image, { name: o.name })).id)));
 
   program.command('run')
     .description('create a container from an image and run it with runc; passes output and exit code through')
@@ -65,13 +64,12 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .argument('<container-or-image>').argument('[image2]')
     .option('--json', 'JSON output')
     .action(async (a: string, b: string | undefined, o: { json?: boolean }) => withStore(async (s) => {
-      const { diffUpper, diffTrees } = await diffLib();
       let changes: Change[];
       if (b === undefined) {
-        const c = findContainer(s, a);
-        if (!c) fail('ENOENT', `no such container: ${a} (to compare images, name two)`);
-        changes = diffUpper(containerPaths(s, c!.id).upper, containerLower(s, c!.id));
+        if (!findContainer(s, a)) fail('ENOENT', `no such container: ${a} (to compare images, name two)`);
+        changes = containerDiff(s, a);
       } else {
+        const { diffTrees } = await diffLib();
         changes = diffTrees(await s.imageTree(a), await s.imageTree(b));
       }
       if (o.json) say(JSON.stringify(changes.map((c) => ({ kind: c.kind, path: c.path }))));

@@ -6,6 +6,7 @@ import { defaultStoreDir } from '../store/paths.ts';
 import { mountImage, unmountImage, verifyImage } from '../drivers/composefs.ts';
 import { findContainer, mount as mountContainerByRef, unmount as unmountContainerByRef } from '../containers/containers.ts';
 import { containerCommands } from './containers.ts';
+import { registryCommands } from './registry.ts';
 import { isCowshedError } from '../util/errors.ts';
 import { table, formatBytes, age, shortId, progress } from './output.ts';
 import { composefsCommands } from './composefs.ts';
@@ -157,6 +158,7 @@ program.command('df')
   }));
 
 containerCommands(program, withStore, say);
+registryCommands(program, withStore, say);
 composefsCommands(program);
 
 async function main(argv: string[]): Promise<void> {

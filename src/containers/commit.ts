@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import type { Store } from '../store/store.ts';
 import { buildImage, type ImportResult, type LayerRecord } from '../store/import.ts';
 import { resolveContainer } from './containers.ts';
-import { containerLower, containerPaths } from '../drivers/composefs.ts';
-import { diffUpper, type Change } from './diff.ts';
+import { driverFor } from '../drivers/driver.ts';
+import type { Change } from './diff.ts';
 import { readComposefsImage } from '../composefs/erofs-reader.ts';
 import { writeTar, type TarHeaderInput } from '../tar/writer.ts';
 import { readXattrs } from '../util/xattrs.ts';
@@ -34,9 +34,10 @@ const TO_OCI: Record<string, string> = { [DOCKER_LAYER_TAR]: OCI_LAYER_TAR, [DOC
 export async function commitContainer(store: Store, ref: string, name: string, opts: CommitOptions = {}): Promise<ImportResult> {
   const c = resolveContainer(store, ref);
   const finalName = normalizeName(name);
-  const p = containerPaths(store, c.id);
-  const lower = containerLower(store, c.id); // mounts the container if needed
-  const changes = diffUpper(p.upper, lower);
+  const driver = driverFor(store);
+  const cref = { id: c.id, imageId: c.image_id, composefs: c.composefs };
+  const rootfs = driver.mount(store, cref);
+  const changes = driver.diff(store, cref);
 
   const parentManifest = JSON.parse(store.blobs.get(c.image_id).toString()) as Manifest;
   const parentConfigDigest = store.db.get<{ config_digest: string }>('SELECT config_digest FROM images WHERE id = ?', c.image_id)?.config_digest;
@@ -48,7 +49,7 @@ export async function commitContainer(store: Store, ref: string, name: string, o
   ).map((r) => [r.digest, r.size] as [string, number]));
   const tree = readComposefsImage(readFileSync(store.imagePath(c.composefs)));
 
-  const layerEntries = changeEntries(changes, p.merged);
+  const layerEntries = changeEntries(changes, rootfs);
   const lease = await acquireLease(store.db, 'write');
   try {
     return await buildImage(store, {

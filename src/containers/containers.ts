@@ -5,7 +5,9 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Store } from '../store/store.ts';
-import { containerPaths, mountContainer, unmountContainer } from '../drivers/composefs.ts';
+import { containerPaths } from '../drivers/composefs.ts';
+import { driverFor, type ContainerRef } from '../drivers/driver.ts';
+import type { Change } from './diff.ts';
 import { CowshedError, fail } from '../util/errors.ts';
 
 export interface ContainerInfo {
@@ -40,17 +42,15 @@ export interface CreateOptions {
   mount?: boolean;
 }
 
-export function createContainer(store: Store, imageRef: string, opts: CreateOptions = {}): ContainerInfo {
+export async function createContainer(store: Store, imageRef: string, opts: CreateOptions = {}): Promise<ContainerInfo> {
   const image = store.resolveImage(imageRef);
   if (opts.name !== undefined && !NAME_RE.test(opts.name)) {
     fail('EINVAL', `invalid container name ${JSON.stringify(opts.name)}: letters, digits, _ . - (starting with a letter or digit)`);
   }
   const id = randomBytes(32).toString('hex');
   const p = containerPaths(store, id);
+  const driver = driverFor(store);
   mkdirSync(p.dir, { mode: 0o700 });
-  mkdirSync(p.upper, { mode: 0o755 });
-  mkdirSync(p.work, { mode: 0o700 });
-  mkdirSync(p.merged, { mode: 0o755 });
   try {
     store.db.tx(() => {
       let name = opts.name;
@@ -60,8 +60,10 @@ export function createContainer(store: Store, imageRef: string, opts: CreateOpti
       }
       store.db.run('INSERT INTO containers (id, name, image_id, composefs, created) VALUES (?, ?, ?, ?, ?)', id, name, image.id, image.composefs, Date.now());
     });
-    if (opts.mount !== false) mountContainer(store, id);
+    await driver.create(store, { id, imageId: image.id, composefs: image.composefs });
+    if (opts.mount === false) driver.unmount(store, { id, imageId: image.id, composefs: image.composefs });
   } catch (e) {
+    try { driver.remove(store, { id, imageId: image.id, composefs: image.composefs }); } catch { /* it may not exist */ }
     store.db.tx(() => store.db.run('DELETE FROM containers WHERE id = ?', id));
     rmSync(p.dir, { recursive: true, force: true });
     throw e;
@@ -95,7 +97,7 @@ function toInfo(store: Store, r: Row): ContainerInfo {
   const imageNames = store.db.all<{ name: string }>('SELECT name FROM tags WHERE image_id = ? ORDER BY name', r.image_id).map((t) => t.name);
   return {
     id: r.id, name: r.name, imageId: r.image_id, imageNames, composefs: r.composefs, created: r.created,
-    mounted: r.mounted === 1, state: r.state, exitCode: r.exit_code, rootfs: containerPaths(store, r.id).merged,
+    mounted: r.mounted === 1, state: r.state, exitCode: r.exit_code, rootfs: driverFor(store).rootfs(store, refOf(r)),
   };
 }
 
@@ -109,18 +111,25 @@ export function listContainers(store: Store, opts: { all?: boolean } = {}): Cont
   return rows.map((r) => toInfo(store, r));
 }
 
-export function mount(store: Store, ref: string): string {
-  return mountContainer(store, resolveContainer(store, ref).id);
+const refOf = (r: Row): ContainerRef => ({ id: r.id, imageId: r.image_id, composefs: r.composefs });
+
+export function mount(store: Store, name: string): string {
+  return driverFor(store).mount(store, refOf(resolveContainer(store, name)));
 }
 
-export function unmount(store: Store, ref: string): void {
-  unmountContainer(store, resolveContainer(store, ref).id);
+export function unmount(store: Store, name: string): void {
+  driverFor(store).unmount(store, refOf(resolveContainer(store, name)));
+}
+
+/** What a container changed since it was created from its image. */
+export function containerDiff(store: Store, name: string): Change[] {
+  return driverFor(store).diff(store, refOf(resolveContainer(store, name)));
 }
 
 export function removeContainer(store: Store, ref: string, opts: { force?: boolean } = {}): string {
   const c = resolveContainer(store, ref);
   if (c.state === 'running' && !opts.force) fail('EBUSY', `container ${c.name} is running; stop it or use rm -f`);
-  unmountContainer(store, c.id);
+  driverFor(store).remove(store, refOf(c));
   store.db.tx(() => store.db.run('DELETE FROM containers WHERE id = ?', c.id));
   rmSync(containerPaths(store, c.id).dir, { recursive: true, force: true });
   return c.id;

@@ -143,7 +143,7 @@ export function diffUpper(upper: string, lower: string): Change[] {
 }
 
 /** Add the parents of every change as C (as podman does) and sort by path. */
-function withParents(changes: Change[]): Change[] {
+export function withParents(changes: Change[]): Change[] {
   const byPath = new Map<string, ChangeKind>();
   for (const c of changes) byPath.set(c.path, c.kind);
   for (const c of changes) {

@@ -26,7 +26,7 @@ export interface RunResult { id: string; name: string; exitCode: number; stdout?
 export async function runImage(store: Store, imageRef: string, opts: RunOptions = {}): Promise<RunResult> {
   const image = store.inspectImage(imageRef);
   if (opts.verify) await verifyImage(store, image.id, image.composefs);
-  const c = createContainer(store, imageRef, { name: opts.name });
+  const c = await createContainer(store, imageRef, { name: opts.name });
   let result: RunContainerResult | undefined;
   try {
     const spec = runtimeSpec({

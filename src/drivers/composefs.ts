@@ -8,12 +8,15 @@
 // reconciled with /proc/self/mountinfo, so mounts lost to a crash or reboot
 // are simply made again when next needed. Mount operations run inside a
 // write transaction, so two processes never mount the same thing twice.
-import { mkdirSync, rmSync, readFileSync } from 'node:fs';
+import { mkdirSync, rmSync, readFileSync, createReadStream } from 'node:fs';
+import { digestOfStream } from '../oci/digest.ts';
 import { join } from 'node:path';
 import type { Store } from '../store/store.ts';
 import { mountErofs, mountOverlay, mountPoints, unmount } from '../util/mount.ts';
 import { CowshedError } from '../util/errors.ts';
 import { fsverityDigest, toHex } from '../composefs/fsverity.ts';
+import { registerDriver, type StorageDriver } from './driver.ts';
+import { diffUpper } from '../containers/diff.ts';
 
 export interface ContainerPaths { dir: string; upper: string; work: string; merged: string }
 
@@ -40,7 +43,10 @@ function reconcile(store: Store): void {
       db.run('DELETE FROM image_mounts WHERE composefs = ?', r.composefs);
     }
   }
-  for (const c of db.all<{ id: string; composefs: string }>('SELECT id, composefs FROM containers WHERE mounted = 1')) {
+  // Containers of the other drivers are not overlay mounts of this kind.
+  const overlayContainers = store.driver === 'composefs' || store.driver === 'overlay'
+    ? db.all<{ id: string; composefs: string }>('SELECT id, composefs FROM containers WHERE mounted = 1') : [];
+  for (const c of overlayContainers) {
     const merged = containerPaths(store, c.id).merged;
     if (!live.has(merged) || !lowers.has(c.composefs)) {
       if (live.has(merged)) tryUnmount(merged);
@@ -49,8 +55,16 @@ function reconcile(store: Store): void {
   }
 }
 
+/** Run a mount operation with the mount tables reconciled, inside one write transaction. */
+export function withMountLock<T>(store: Store, fn: () => T): T {
+  return store.db.tx(() => {
+    reconcile(store);
+    return fn();
+  });
+}
+
 /** The EROFS mount of an image, mounting it if needed. Call inside a transaction. */
-function ensureLower(store: Store, composefs: string): string {
+export function ensureLower(store: Store, composefs: string): string {
   const row = store.db.get<{ path: string }>('SELECT path FROM lower_mounts WHERE composefs = ?', composefs);
   if (row) return row.path;
   const path = join(store.paths.mounts, composefs.slice(0, 16), 'lower');
@@ -61,7 +75,7 @@ function ensureLower(store: Store, composefs: string): string {
 }
 
 /** Unmount an image's EROFS mount when nothing uses it any more. Call inside a transaction. */
-function releaseLower(store: Store, composefs: string): void {
+export function releaseLower(store: Store, composefs: string): void {
   const { db } = store;
   const used = db.get('SELECT 1 FROM image_mounts WHERE composefs = ?', composefs)
     ?? db.get('SELECT 1 FROM containers WHERE composefs = ? AND mounted = 1', composefs);
@@ -175,6 +189,20 @@ export async function verifyImage(store: Store, id: string, composefs: string): 
   }
   const got = toHex(fsverityDigest(image));
   if (got !== composefs) throw new CowshedError('EDIGEST', `image ${id}: composefs image ${composefs} is corrupt (digest ${got})`);
+  // The manifest, config and tar-split records define the image as much as its files do (export rebuilds from them).
+  const blobs = [
+    { digest: id, what: 'manifest' },
+    ...store.db.all<{ config_digest: string }>('SELECT config_digest FROM images WHERE id = ?', id).map((r) => ({ digest: r.config_digest, what: 'config' })),
+    ...store.db.all<{ idx: number; split_digest: string }>('SELECT idx, split_digest FROM layers WHERE image_id = ? ORDER BY idx', id)
+      .map((r) => ({ digest: r.split_digest, what: `tar-split record of layer ${r.idx + 1}` })),
+  ];
+  for (const b of blobs) {
+    let real: string;
+    try { real = (await digestOfStream(createReadStream(store.blobs.path(b.digest)))).digest; } catch {
+      throw new CowshedError('ECORRUPT', `image ${id}: ${b.what} ${b.digest} is missing`);
+    }
+    if (real !== b.digest) throw new CowshedError('EDIGEST', `image ${id}: ${b.what} ${b.digest} is corrupt (digest ${real})`);
+  }
   const objects = store.db.all<{ digest: string }>('SELECT digest FROM image_objects WHERE image_id = ?', id);
   for (const { digest } of objects) {
     const real = await store.objects.verify(digest);
@@ -182,3 +210,20 @@ export async function verifyImage(store: Store, id: string, composefs: string): 
     if (real !== digest) throw new CowshedError('EDIGEST', `image ${id}: object ${digest} is corrupt (digest ${real})`);
   }
 }
+
+export const composefsDriver: StorageDriver = {
+  check() { /* overlay and erofs are checked by mounting */ },
+  create(store, c) {
+    const p = containerPaths(store, c.id);
+    mkdirSync(p.upper, { mode: 0o755 });
+    mkdirSync(p.work, { mode: 0o700 });
+    mkdirSync(p.merged, { mode: 0o755 });
+    mountContainer(store, c.id);
+  },
+  mount: (store, c) => mountContainer(store, c.id),
+  unmount: (store, c) => unmountContainer(store, c.id),
+  remove: (store, c) => unmountContainer(store, c.id),
+  rootfs: (store, c) => containerPaths(store, c.id).merged,
+  diff: (store, c) => diffUpper(containerPaths(store, c.id).upper, containerLower(store, c.id)),
+};
+registerDriver('composefs', composefsDriver);

@@ -5,6 +5,7 @@ import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Store } from './store.ts';
 import { acquireLease, pidAlive } from './leases.ts';
+import { driverFor } from '../drivers/driver.ts';
 
 export interface GcReport { objectsRemoved: number; imagesRemoved: number; blobsRemoved: number; bytesFreed: number }
 
@@ -43,6 +44,7 @@ export async function gc(store: Store): Promise<GcReport> {
       if (m && pidAlive(Number(m[1]))) continue;
       remove(join(store.paths.tmp, name));
     }
+    driverFor(store).pruneImages?.(store, liveImages);
     return report;
   } finally {
     lease.release();

@@ -18,6 +18,7 @@ import type { ImageSource } from '../oci/source.ts';
 import { CowshedError, fail } from '../util/errors.ts';
 import type { FsNode } from '../tree/node.ts';
 import { toHex } from '../composefs/fsverity.ts';
+import { driverFor } from '../drivers/driver.ts';
 import type { Manifest, ImageConfig } from '../oci/types.ts';
 
 // The import machinery (tar, OCI, EROFS writer) loads on first use: most
@@ -80,8 +81,8 @@ export class Store {
       fail('EINVAL', `store ${root} was created with the ${recorded} driver; it cannot switch to ${opts.driver}`);
     }
     this.driver = recorded ?? opts.driver ?? 'composefs';
+    driverFor(this).check(this);
     if (!recorded) this.db.tx(() => this.db.setMeta('driver', this.driver));
-    if (this.driver !== 'composefs') fail('EUNSUPPORTED', `the ${this.driver} driver is not available yet; use composefs`);
   }
 
   static async open(root: string = defaultStoreDir(), opts: StoreOptions = {}): Promise<Store> {

@@ -3,9 +3,10 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { CowshedError } from './errors.ts';
 
-function run(cmd: string, args: string[], what: string): void {
+/** Run a mount tool; its failure becomes a one-line ETOOL error naming what was being done. */
+export function run(cmd: string, args: string[], what: string, cwd?: string): void {
   try {
-    execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd });
   } catch (e) {
     const stderr = String((e as { stderr?: Buffer }).stderr ?? '').trim().split('\n').pop();
     throw new CowshedError('ETOOL', `${what} failed: ${stderr || (e as Error).message}`, { cause: e });

@@ -1,0 +1,176 @@
+// overlay: overlay2-style. Each layer is extracted once into its own
+// directory (overlay/<diff ID>/diff: whiteouts as char 0:0 devices, opaque
+// directories marked trusted.overlay.opaque=y), shared by every image with
+// that layer; a container is an overlay of its image's layer directories with
+// its own upper/work. Long stacks stay under the mount option size limit the
+// way overlay2 does: short symlinks (overlay/l/<id>) and a relative lowerdir
+// list, mounted from inside overlay/.
+import {
+  createWriteStream, existsSync, lstatSync, mkdirSync, readlinkSync, renameSync, rmSync, symlinkSync, linkSync, copyFileSync,
+} from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { randomBytes, createHash } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import type { Store } from '../store/store.ts';
+import { registerDriver, type StorageDriver } from './driver.ts';
+import { containerPaths, withMountLock, ensureLower, releaseLower } from './composefs.ts';
+import { applyMetadata, type Meta } from './materialize.ts';
+import { readTar } from '../tar/reader.ts';
+import { splitArchivePath } from '../tree/layers.ts';
+import { diffUpper } from '../containers/diff.ts';
+import { mountPoints, unmount, run } from '../util/mount.ts';
+import { CowshedError } from '../util/errors.ts';
+import { S_IFDIR } from '../tree/node.ts';
+
+const layersDir = (store: Store): string => join(store.paths.root, 'overlay');
+const layerDir = (store: Store, diffId: string): string => join(layersDir(store), diffId.replace(/^sha256:/, ''));
+/** overlay2's short link name for a layer: 26 characters derived from its diff ID. */
+const shortName = (diffId: string): string => createHash('sha256').update(diffId).digest('base64url').slice(0, 26);
+
+/** Extract one layer into a directory of its own, atomically (temp dir, then rename). */
+async function extractLayer(store: Store, imageId: string, index: number, diffId: string, lowerDirs: string[]): Promise<void> {
+  const final = layerDir(store, diffId);
+  if (existsSync(final)) return;
+  const tmp = join(layersDir(store), `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const root = join(tmp, 'diff');
+  mkdirSync(root, { recursive: true, mode: 0o755 });
+  const entries: Array<[string, Meta]> = [];
+  const dirs: Array<[string, Meta]> = [];
+  const noMeta = new Map<string, Uint8Array>();
+  try {
+    for await (const e of readTar(store.layerTar(imageId, index))) {
+      const parts = splitArchivePath(e.path);
+      const meta: Meta = { mode: e.mode, uid: e.uid, gid: e.gid, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, xattrs: e.xattrs };
+      if (parts.length === 0) { dirs.push([root, { ...meta, mode: S_IFDIR | e.mode }]); continue; }
+      let parent = root;
+      for (const p of parts.slice(0, -1)) {
+        parent = join(parent, p);
+        const st = lstatOrNull(parent);
+        if (!st) mkdirSync(parent, { mode: 0o755 });
+        else if (!st.isDirectory()) throw new CowshedError('EHOSTILE', `${e.path}: goes through a non-directory`);
+      }
+      const name = parts[parts.length - 1]!;
+      const path = join(parent, name);
+      if (name === '.wh..wh..opq') {
+        execFileSync('setfattr', ['-h', '-n', 'trusted.overlay.opaque', '-v', 'y', parent]);
+        continue;
+      }
+      if (name.startsWith('.wh.')) {
+        execFileSync('mknod', [join(parent, name.slice(4)), 'c', '0', '0']);
+        continue;
+      }
+      if (e.type === 'dir') {
+        if (!lstatOrNull(path)) mkdirSync(path, { mode: 0o755 });
+        dirs.push([path, { ...meta, mode: S_IFDIR | e.mode }]);
+        continue;
+      }
+      if (e.type === 'file') {
+        await pipeline(Readable.from(e.body()), createWriteStream(path, { mode: 0o600 }));
+        e.setContentDigest(new Uint8Array(32)); // no tar-split is recorded here
+      } else if (e.type === 'symlink') {
+        symlinkSync(e.linkname, path);
+      } else if (e.type === 'hardlink') {
+        const inLayer = join(root, ...splitArchivePath(e.linkname));
+        if (lstatOrNull(inLayer)) { linkSync(inLayer, path); continue; }
+        // A link to a file of a lower layer: overlay layers cannot share an
+        // inode across layers, so this layer gets a copy (as overlay2 does).
+        const below = lowerDirs.map((d) => join(d, ...splitArchivePath(e.linkname))).find((p) => lstatOrNull(p));
+        if (!below) throw new CowshedError('EFORMAT', `${e.path}: hardlink to missing ${e.linkname}`);
+        copyFileSync(below, path);
+        continue; // keeps the target's metadata, as a link would
+      } else if (e.type === 'char' || e.type === 'block') {
+        execFileSync('mknod', [path, e.type === 'char' ? 'c' : 'b', String(e.devmajor), String(e.devminor)]);
+      } else if (e.type === 'fifo') {
+        execFileSync('mkfifo', [path]);
+      }
+      entries.push([path, e.type === 'symlink' ? { ...meta, mode: 0o120000, xattrs: meta.xattrs.size ? meta.xattrs : noMeta } : meta]);
+    }
+    applyMetadata(entries, dirs);
+    const link = join(layersDir(store), 'l', shortName(diffId));
+    rmSync(link, { force: true });
+    symlinkSync(`../${diffId.replace(/^sha256:/, '')}/diff`, link);
+    renameSync(tmp, final);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+function lstatOrNull(p: string) {
+  try { return lstatSync(p); } catch { return undefined; }
+}
+
+function layerIds(store: Store, imageId: string): string[] {
+  return store.db.all<{ diff_id: string }>('SELECT diff_id FROM layers WHERE image_id = ? ORDER BY idx', imageId).map((r) => r.diff_id);
+}
+
+export const overlayDriver: StorageDriver = {
+  check() { /* overlay is checked by mounting */ },
+  async create(store, c) {
+    mkdirSync(join(layersDir(store), 'l'), { recursive: true, mode: 0o700 });
+    const ids = layerIds(store, c.imageId);
+    for (let i = 0; i < ids.length; i++) {
+      await extractLayer(store, c.imageId, i, ids[i]!, ids.slice(0, i).reverse().map((d) => join(layerDir(store, d), 'diff')));
+    }
+    const p = containerPaths(store, c.id);
+    mkdirSync(p.upper, { mode: 0o755 });
+    mkdirSync(p.work, { mode: 0o700 });
+    mkdirSync(p.merged, { mode: 0o755 });
+    overlayDriver.mount(store, c);
+  },
+  mount(store, c) {
+    const p = containerPaths(store, c.id);
+    return withMountLock(store, () => {
+      const row = store.db.get<{ mounted: number }>('SELECT mounted FROM containers WHERE id = ?', c.id);
+      if (row?.mounted) return p.merged;
+      // The image's EROFS mount answers "did the image have this path?" for diff.
+      ensureLower(store, c.composefs);
+      const lowers = layerIds(store, c.imageId).reverse().map((d) => `l/${shortName(d)}`);
+      const opts = `lowerdir=${lowers.join(':')},upperdir=${p.upper},workdir=${p.work},redirect_dir=on`;
+      try {
+        run('mount', ['-t', 'overlay', 'overlay', '-o', opts, p.merged], `mounting container ${c.id.slice(0, 12)}`, layersDir(store));
+      } catch (e) {
+        releaseLower(store, c.composefs);
+        throw e;
+      }
+      store.db.run('UPDATE containers SET mounted = 1 WHERE id = ?', c.id);
+      return p.merged;
+    });
+  },
+  unmount(store, c) {
+    withMountLock(store, () => {
+      const row = store.db.get<{ mounted: number }>('SELECT mounted FROM containers WHERE id = ?', c.id);
+      if (!row?.mounted) return;
+      if (mountPoints().has(containerPaths(store, c.id).merged)) unmount(containerPaths(store, c.id).merged);
+      store.db.run('UPDATE containers SET mounted = 0 WHERE id = ?', c.id);
+      releaseLower(store, c.composefs);
+    });
+  },
+  remove(store, c) {
+    overlayDriver.unmount(store, c);
+  },
+  rootfs: (store, c) => containerPaths(store, c.id).merged,
+  diff(store, c) {
+    const lower = overlayDriver.mount(store, c) && withMountLock(store, () => ensureLower(store, c.composefs));
+    return diffUpper(containerPaths(store, c.id).upper, lower);
+  },
+  pruneImages(store) {
+    const dir = layersDir(store);
+    if (!existsSync(dir)) return;
+    const live = new Set(store.db.all<{ diff_id: string }>('SELECT DISTINCT diff_id FROM layers').map((r) => r.diff_id.replace(/^sha256:/, '')));
+    for (const name of execFileSync('ls', ['-A', dir], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
+      if (name === 'l' || live.has(name)) continue;
+      rmSync(join(dir, name), { recursive: true, force: true });
+    }
+    const links = join(dir, 'l');
+    if (existsSync(links)) {
+      for (const l of execFileSync('ls', ['-A', links], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
+        if (!existsSync(join(links, l))) rmSync(join(links, l), { force: true });
+        else void readlinkSync(join(links, l));
+      }
+    }
+  },
+};
+registerDriver('overlay', overlayDriver);
