@@ -38,9 +38,10 @@ function changed(n: FsNode, st: BigIntStats, path: string, x: Map<string, Uint8A
   if (Number(st.mode & 0o7777n) !== (n.mode & 0o7777) || Number(st.uid) !== n.uid || Number(st.gid) !== n.gid) return true;
   if (!sameXattrs(n.xattrs, x)) return true;
   if (type === S_IFDIR) return false; // a directory's own mtime moves with its entries
-  // Times to the microsecond: that is what writing them out could keep.
-  const usec = st.mtimeNs / 1000n;
-  if (usec !== BigInt(n.mtimeSec) * 1_000_000n + BigInt(Math.floor(n.mtimeNsec / 1000))) return true;
+  // Times within a microsecond: setting them through Node's API (a double
+  // of seconds) keeps no more than that.
+  const delta = st.mtimeNs - (BigInt(n.mtimeSec) * 1_000_000_000n + BigInt(n.mtimeNsec));
+  if (delta > 1000n || delta < -1000n) return true;
   if (type === S_IFREG) return Number(st.size) !== n.size;
   if (type === S_IFLNK) return readlinkSync(path) !== n.target;
   return Number(st.rdev) !== n.rdev;

@@ -79,7 +79,12 @@ async function extractLayer(store: Store, imageId: string, index: number, diffId
         const below = lowerDirs.map((d) => join(d, ...splitArchivePath(e.linkname))).find((p) => lstatOrNull(p));
         if (!below) throw new CowshedError('EFORMAT', `${e.path}: hardlink to missing ${e.linkname}`);
         copyFileSync(below, path);
-        continue; // keeps the target's metadata, as a link would
+        const st = lstatSync(below, { bigint: true });
+        entries.push([path, {
+          mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid),
+          mtimeSec: Number(st.mtimeNs / 1_000_000_000n), mtimeNsec: Number(st.mtimeNs % 1_000_000_000n), xattrs: e.xattrs,
+        }]);
+        continue;
       } else if (e.type === 'char' || e.type === 'block') {
         execFileSync('mknod', [path, e.type === 'char' ? 'c' : 'b', String(e.devmajor), String(e.devminor)]);
       } else if (e.type === 'fifo') {
