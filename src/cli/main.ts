@@ -16,7 +16,7 @@ interface GlobalOpts { store?: string; driver?: DriverName; logLevel?: string; q
 const program = new Command('cowshed')
   .description('container images and container storage: per-file dedup, composefs images, honest diffs')
   .option('--store <dir>', 'store directory (env COWSHED_STORE)', defaultStoreDir())
-  .addOption(new Option('--driver <name>', 'storage driver, chosen when the store is created').choices(['composefs', 'overlay', 'btrfs', 'vfs']))
+  .addOption(new Option('--driver <name>', 'storage driver, chosen when the store is created').choices(['composefs', 'overlay', 'btrfs', 'vfs', 'zfs']))
   .addOption(new Option('--log-level <level>', 'log level').choices(['error', 'warn', 'info', 'debug']).default('warn'))
   .option('-q, --quiet', 'print only what is asked for')
   .showHelpAfterError(false)

@@ -65,7 +65,7 @@ export const btrfsDriver: StorageDriver = {
   check(store) {
     const type = statfsSync(store.paths.root).type;
     if (type !== BTRFS_MAGIC) {
-      throw new CowshedError('EUNSUPPORTED', `the btrfs driver needs the store on a btrfs filesystem; ${store.paths.root} is not (use --driver composefs, overlay or vfs)`);
+      throw new CowshedError('EUNSUPPORTED', `the btrfs driver needs the store on a btrfs filesystem; ${store.paths.root} is not (use --driver composefs, overlay, vfs or zfs)`);
     }
   },
   create(store, c) {

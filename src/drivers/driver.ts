@@ -6,6 +6,7 @@
 //   overlay    overlay2-style: one directory per layer, stacked as lowerdirs
 //   btrfs      a writable snapshot of a read-only subvolume holding the image
 //   vfs        a full copy of the image (reflinks where the filesystem can)
+//   zfs        a clone of a snapshot of a dataset holding the image (zfs-fuse here)
 // Commit and export work from a container's root and the store's records,
 // so they are the same for every driver.
 import { createRequire } from 'node:module';
@@ -32,7 +33,7 @@ export interface StorageDriver {
 }
 
 const drivers = new Map<string, StorageDriver>();
-const MODULES: Record<string, string> = { composefs: './composefs.ts', overlay: './overlay.ts', btrfs: './btrfs.ts', vfs: './vfs.ts' };
+const MODULES: Record<string, string> = { composefs: './composefs.ts', overlay: './overlay.ts', btrfs: './btrfs.ts', vfs: './vfs.ts', zfs: './zfs.ts' };
 const requireHere = createRequire(import.meta.url);
 
 /** Each driver module registers itself when loaded. */

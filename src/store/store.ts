@@ -32,8 +32,8 @@ const lazy = {
   digest: () => import('../oci/digest.ts'),
 };
 
-export type DriverName = 'composefs' | 'overlay' | 'btrfs' | 'vfs';
-const DRIVERS: readonly DriverName[] = ['composefs', 'overlay', 'btrfs', 'vfs'];
+export type DriverName = 'composefs' | 'overlay' | 'btrfs' | 'vfs' | 'zfs';
+const DRIVERS: readonly DriverName[] = ['composefs', 'overlay', 'btrfs', 'vfs', 'zfs'];
 
 export interface ImageInfo {
   id: string;
