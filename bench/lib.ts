@@ -226,6 +226,18 @@ export async function which(cmd: string): Promise<string | undefined> {
 
 export const isRoot = (): boolean => process.getuid?.() === 0;
 
+/** Why a contender cannot run (its tool is not installed), for Contender.skip. */
+export const needTool = (cmd: string, pkg?: string) => async (): Promise<string | undefined> =>
+  (await which(cmd)) ? undefined : `${cmd} not installed${pkg ? ` (${pkg})` : ''}`;
+
+/** podman with all its state in a throwaway directory. */
+export const podman = (dir: string, ...args: string[]): Promise<ExecResult> =>
+  exec('podman', ['--root', join(dir, 'root'), '--runroot', join(dir, 'run'), '--tmpdir', join(dir, 'tmp'),
+    '--storage-driver', 'overlay', '--events-backend', 'none', ...args]);
+
+/** One named benchmark of `npm run bench`: one or more result tables. */
+export interface Benchmark { name: string; needsImage: boolean; run: () => Promise<BenchResult[]> }
+
 // ---------------------------------------------------------------------------
 // Fresh filesystems
 
@@ -240,16 +252,28 @@ export class ScratchFs {
   private readonly image: string | undefined;
   private constructor(path: string, image: string | undefined) { this.path = path; this.image = image; }
 
-  static async create(sizeGiB = 4): Promise<ScratchFs> {
+  /** A sparse image of sizeGiB; btrfs for the snapshot anchors (falls back to a plain dir without root, like ext4). */
+  static async create(sizeGiB = 4, fsType: 'ext4' | 'btrfs' = 'ext4'): Promise<ScratchFs> {
     const base = await mkdtemp('/var/tmp/cowshed-bench-');
     if (!isRoot()) return new ScratchFs(base, undefined);
     const image = `${base}.img`;
     const mnt = join(base, 'mnt');
     await mkdir(mnt);
     await exec('truncate', ['-s', `${sizeGiB}G`, image]);
-    await exec('mkfs.ext4', ['-q', '-F', '-O', '^has_journal', '-E', 'lazy_itable_init=1,nodiscard', image]);
-    // noinit_itable: no background thread zeroing inode tables during the timed runs.
-    await exec('mount', ['-o', 'loop,noinit_itable', image, mnt]);
+    try {
+      if (fsType === 'btrfs') {
+        await exec('mkfs.btrfs', ['-q', '-f', image]);
+        await exec('mount', ['-o', 'loop', image, mnt]);
+      } else {
+        await exec('mkfs.ext4', ['-q', '-F', '-O', '^has_journal', '-E', 'lazy_itable_init=1,nodiscard', image]);
+        // noinit_itable: no background thread zeroing inode tables during the timed runs.
+        await exec('mount', ['-o', 'loop,noinit_itable', image, mnt]);
+      }
+    } catch (e) {
+      await rm(image, { force: true });
+      await rm(base, { recursive: true, force: true });
+      throw e;
+    }
     return new ScratchFs(mnt, image);
   }
 

@@ -9,8 +9,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FsVerityHasher } from '../src/composefs/fsverity.ts';
 import {
-  type BenchResult, type Contender, exec, isRoot, measure, ScratchFs, throughputMBs, which, writeReport,
+  type Benchmark, type BenchResult, type Contender, exec, isRoot, measure, needTool, podman, ScratchFs, throughputMBs, which,
+  writeReport,
 } from './lib.ts';
+import { containerBenchmarks } from './containers.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const CACHE = process.env.COWSHED_FIXTURES ?? '/var/cache/cowshed-fixtures';
@@ -25,14 +27,6 @@ async function cowshed(...args: string[]): Promise<void> {
   if (!existsSync(CLI)) throw new Error('bin/cowshed.js does not exist');
   await exec(process.execPath, [CLI, ...args], { cwd: REPO });
 }
-
-/** podman with all its state in a throwaway directory. */
-const podman = (dir: string, ...args: string[]): Promise<unknown> =>
-  exec('podman', ['--root', join(dir, 'root'), '--runroot', join(dir, 'run'), '--tmpdir', join(dir, 'tmp'),
-    '--storage-driver', 'overlay', '--events-backend', 'none', ...args]);
-
-const needTool = (cmd: string, pkg?: string) => async (): Promise<string | undefined> =>
-  (await which(cmd)) ? undefined : `${cmd} not installed${pkg ? ` (${pkg})` : ''}`;
 
 /** A contender that gets a fresh scratch filesystem for every run. */
 function onFreshFs(name: string, role: Contender['role'], run: (fs: string) => Promise<unknown>, skip?: Contender['skip']): Contender {
@@ -54,8 +48,6 @@ function v1LayerBlob(): string {
   const manifest = JSON.parse(readFileSync(blob(desc.digest), 'utf8')) as { layers: { digest: string }[] };
   return blob(manifest.layers[0]!.digest);
 }
-
-type Benchmark = { name: string; needsImage: boolean; run: () => Promise<BenchResult[]> };
 
 const benchmarks: Benchmark[] = [
   {
@@ -220,6 +212,10 @@ const benchmarks: Benchmark[] = [
   },
 ];
 
+// create, diff, commit (issue 3): they share one store and podman root, removed at the end.
+const containers = containerBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
+benchmarks.push(...containers.benchmarks);
+
 /** Import time against max(decompress, hash, write) of the layer's bytes. */
 function limitsSummary(results: BenchResult[]): string[] {
   const find = (bench: string, contender: string) =>
@@ -245,7 +241,9 @@ function limitsSummary(results: BenchResult[]): string[] {
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);
-  const selected = benchmarks.filter((b) => wanted.length === 0 || wanted.some((w) => b.name.includes(w)));
+  // A word that is a benchmark's whole name selects just that one ("create" is not "composefs-create").
+  const selects = (w: string, name: string): boolean => benchmarks.some((b) => b.name === w) ? name === w : name.includes(w);
+  const selected = benchmarks.filter((b) => wanted.length === 0 || wanted.some((w) => selects(w, b.name)));
   if (selected.length === 0) {
     process.stderr.write(`bench: no benchmark matches ${wanted.join(' ')}; names: ${benchmarks.map((b) => b.name).join(', ')}\n`);
     process.exit(2);
@@ -261,17 +259,21 @@ async function main(): Promise<void> {
   const results: BenchResult[] = [];
   const extra: string[] = [];
   const t0 = performance.now();
-  for (const b of selected) {
-    if (b.needsImage && !imageReady) {
-      extra.push(`- ${b.name}: skipped: the Debian test image is missing (run scripts/build-debian-image.sh as root)`);
-      continue;
+  try {
+    for (const b of selected) {
+      if (b.needsImage && !imageReady) {
+        extra.push(`- ${b.name}: skipped: the Debian test image is missing (run scripts/build-debian-image.sh as root)`);
+        continue;
+      }
+      process.stderr.write(`bench: ${b.name}\n`);
+      try {
+        results.push(...await b.run());
+      } catch (e) {
+        extra.push(`- ${b.name}: failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+      }
     }
-    process.stderr.write(`bench: ${b.name}\n`);
-    try {
-      results.push(...await b.run());
-    } catch (e) {
-      extra.push(`- ${b.name}: failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
-    }
+  } finally {
+    await containers.dispose();
   }
   const summary = limitsSummary(results);
   if (extra.length) extra.unshift('## Not run', '');

@@ -45,10 +45,14 @@ const TYPE_BITS: Record<Exclude<EntryType, 'hardlink'>, number> = {
 const hostile = (msg: string): never => { throw new CowshedError('EHOSTILE', msg); };
 const broken = (msg: string): never => { throw new CowshedError('EFORMAT', msg); };
 
-/** Split an archive path into components, refusing anything that could escape the root. */
+/**
+ * Split an archive path into components, refusing anything that could
+ * escape the root. A leading "/" means the image's root, as GNU tar, podman
+ * and umoci read it (`umoci insert` writes such paths): the tree is built in
+ * memory, so nothing can be written outside the image either way.
+ */
 export function splitArchivePath(raw: string, what = 'entry'): string[] {
   if (raw.includes('\0')) hostile(`${what} ${JSON.stringify(raw)}: NUL byte in path`);
-  if (raw.startsWith('/')) hostile(`${what} ${JSON.stringify(raw)}: absolute path`);
   const parts = raw.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.includes('..')) hostile(`${what} ${JSON.stringify(raw)}: path with '..'`);
   return parts;

@@ -3,7 +3,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, existsSync, mkdirSync } from 'node:fs';
+import { readdirSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cowshed, cowshedOk, tempDir, removeTree, debianFixture, lastLine } from '../helpers/cli.ts';
 import { listTree, compareTrees, type ListTreeOptions } from '../helpers/tree-listing.ts';
@@ -217,7 +217,7 @@ describe('the edge-case image', () => {
     const tars = await buildHostileTars(join(work, 'hostile'));
     const objectsBefore = countObjects(store);
     const imagesBefore = cowshedOk(store, 'images', '--json');
-    const refused: HostileTarName[] = ['dotdot', 'absolute', 'symlink-escape', 'hardlink-missing', 'hardlink-outside', 'duplicate-types', 'truncated'];
+    const refused: HostileTarName[] = ['dotdot', 'symlink-escape', 'hardlink-missing', 'hardlink-outside', 'duplicate-types', 'truncated'];
     for (const name of refused) {
       const r = cowshed(store, 'import', `tar:${tars[name]}`, `hostile:${name}`);
       assert.notEqual(r.status, 0, `${name} was imported`);
@@ -233,6 +233,16 @@ describe('the edge-case image', () => {
     assert.ok(!existsSync('/escape') && !existsSync('/abs/path') && !existsSync(join(work, 'outside')));
     // A device node is legitimate image content.
     cowshedOk(store, 'import', `tar:${tars.device}`, 'hostile:device');
+    // An absolute path is read relative to the image's root (as tar, podman
+    // and umoci do): it lands inside the image, never on the host.
+    cowshedOk(store, 'import', `tar:${tars.absolute}`, 'hostile:absolute');
+    const mnt = lastLine(cowshedOk(store, 'mount', 'hostile:absolute'));
+    try {
+      assert.equal(readFileSync(join(mnt, 'abs', 'path'), 'utf8'), 'absolute\n');
+    } finally {
+      cowshedOk(store, 'umount', 'hostile:absolute');
+    }
+    assert.ok(!existsSync('/abs'));
   });
 
   test('a corrupted layer blob is refused by digest and nothing is stored', () => {
