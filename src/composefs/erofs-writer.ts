@@ -112,6 +112,14 @@ export function xattrIndex(key: Buffer): [number, Buffer] {
   return [0, key];
 }
 
+// The same few keys recur on thousands of inodes: split each once per image.
+const splitCache = new WeakMap<Buffer, [number, Buffer]>();
+function cachedIndex(x: { key: Buffer }): [number, Buffer] {
+  let r = splitCache.get(x.key);
+  if (!r) splitCache.set(x.key, (r = xattrIndex(x.key)));
+  return r;
+}
+
 const roundUp = (n: number, a: number): number => Math.ceil(n / a) * a;
 const invalid = (msg: string): never => { throw new CowshedError('EINVAL', msg); };
 
@@ -296,7 +304,7 @@ function insertSorted(entries: Entry[], e: Entry): void {
 }
 
 const xattrEntrySize = (x: { key: Buffer; value: Buffer }): number =>
-  roundUp(XATTR_ENTRY_SIZE + xattrIndex(x.key)[1].length + x.value.length, 4);
+  roundUp(XATTR_ENTRY_SIZE + cachedIndex(x)[1].length + x.value.length, 4);
 
 /** mirrors compute_erofs_dir_size(): full blocks of dirents, and a tail of at most half a block. */
 function dirSize(n: WNode): void {
@@ -373,6 +381,15 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
     insertSorted(root.entries!, { name, node: w });
   }
 
+  // One Buffer per distinct xattr name (a handful per image), so derived
+  // facts about it are computed once.
+  const keys = new Map<string, Buffer>();
+  const internKey = (k: string): Buffer => {
+    let b = keys.get(k);
+    if (!b) keys.set(k, (b = Buffer.from(k)));
+    return b;
+  };
+
   // lcfs_compute_tree(): breadth-first order, directory link counts, canonical xattr order, minimum mtime.
   const order: WNode[] = [root];
   let minSec = root.mtimeSec, minNsec = root.mtimeNsec;
@@ -389,7 +406,7 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       }
       n.nlink = links;
     }
-    n.sortedXattrs = [...n.xattrs].map(([k, v]) => ({ key: Buffer.from(k), value: v, shared: -1 }))
+    n.sortedXattrs = [...n.xattrs].map(([k, v]) => ({ key: internKey(k), value: v, shared: -1 }))
       .sort((a, b) => Buffer.compare(a.key, b.key));
     if (n.mtimeSec < minSec || (n.mtimeSec === minSec && n.mtimeNsec < minNsec)) {
       minSec = n.mtimeSec;
@@ -506,7 +523,7 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   let off = EROFS_SUPER_OFFSET + EROFS_SUPER_SIZE;
   let dataEnd = dataStart;
   const writeXattr = (x: Xattr): void => {
-    const [index, suffix] = xattrIndex(x.key);
+    const [index, suffix] = cachedIndex(x);
     img.writeUInt8(suffix.length, off);
     img.writeUInt8(index, off + 1);
     img.writeUInt16LE(x.value.length, off + 2);
@@ -570,7 +587,7 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       let filter = 0;
       let nShared = 0;
       for (const x of n.sortedXattrs) {
-        const [index, suffix] = xattrIndex(x.key);
+        const [index, suffix] = cachedIndex(x);
         filter |= 1 << (xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & 31);
         if (x.shared >= 0) nShared++;
       }
