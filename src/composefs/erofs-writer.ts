@@ -427,7 +427,8 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       else counts.set(id, { x, count: 1, offset: -1 });
     }
   }
-  const sortedPairs = [...counts.values()].sort((a, b) => {
+  // Only pairs used more than once are shared, so only their order matters.
+  const sortedPairs = [...counts.values()].filter((p) => p.count > 1).sort((a, b) => {
     const r = Buffer.compare(b.x.key, a.x.key);
     if (r !== 0) return r;
     if (a.x.value.length !== b.x.value.length) return b.x.value.length - a.x.value.length;
