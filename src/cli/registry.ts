@@ -17,7 +17,7 @@ function tlsVerifyOption(): Option {
     .argParser((v: string | boolean) => {
       if (v === true || v === 'true') return true;
       if (v === 'false') return false;
-      throw new CowshedError('EINVAL', `--tls-verify takes true or false, not ${JSON.stringify(v)}`);
+      throw new CowshedError('EINVAL', `--tls-verify takes true or false (write --tls-verify=false), not ${JSON.stringify(v)}`);
     })
     .default(true);
 }

@@ -1,0 +1,280 @@
+// Pull: an image in a registry as an ImageSource (the interface of
+// src/oci/source.ts), so the store imports it like any other. Layer blobs
+// stream from the registry straight into the import: digest and size are
+// checked while they stream, the diff ID at the end of the tar.
+
+import { CowshedError, isCowshedError } from '../util/errors.ts';
+import { decompress } from '../oci/compression.ts';
+import { sha256Digest, verifyDigest } from '../oci/digest.ts';
+import { DEFAULT_PLATFORM, type ImageSource, type LayerRef } from '../oci/source.ts';
+import { isIndexMediaType, isManifestMediaType } from '../oci/media-types.ts';
+import {
+  formatPlatform, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseConfig, parseIndex, parseManifest, parsePlatformString,
+  type Descriptor, type Platform,
+} from '../oci/types.ts';
+import type { Store } from '../store/store.ts';
+import type { ImportProgress, ImportResult } from '../store/import.ts';
+import { RegistryClient, formatRef, imageNameFor, parseRegistryRef, type BlobStreamStats, type RegistryRef } from './client.ts';
+import { recordBlobs } from './blob-cache.ts';
+
+export interface PullOptions {
+  tlsVerify?: boolean;
+  creds?: string;
+  platform?: string;
+  /** Blobs already at hand (the store's): a config found here is not fetched again. */
+  localBlob?: (digest: string) => Buffer | undefined;
+  /**
+   * A layer's uncompressed tar rebuilt locally (from the store), by diff ID:
+   * such a layer is not fetched at all. The tar is still verified against
+   * the diff ID.
+   */
+  localLayer?: (diffId: string) => (() => AsyncIterable<Uint8Array>) | undefined;
+  /** Retry tuning (tests). */
+  client?: { maxAttempts?: number; retryDelayMs?: number; idleTimeoutMs?: number };
+}
+
+/** Per-layer download progress: compressed bytes received of the blob. */
+export interface BlobProgress { layer: number; layers: number; digest: string; received: number; size: number; done: boolean; /** Rebuilt from the store, not fetched. */ local?: boolean }
+
+export interface RegistrySource extends ImageSource {
+  registryRef: RegistryRef;
+  client: RegistryClient;
+  /** Blob bytes received, blob GET requests made, of which resumed with Range. */
+  stats: BlobStreamStats;
+  /** Layers read from the store instead of the registry. */
+  localLayers: number;
+  onBlobProgress?: (p: BlobProgress) => void;
+}
+
+const MAX_INDEX_DEPTH = 4;
+
+function matches(p: Platform | undefined, want: Platform): boolean {
+  return p !== undefined && p.os === want.os && p.architecture === want.architecture && (want.variant === undefined || p.variant === want.variant);
+}
+
+function pickPlatform(ds: Descriptor[], want: Platform, where: string): Descriptor {
+  const hits = ds.filter((d) => matches(d.platform, want));
+  if (hits.length === 0) {
+    const available = [...new Set(ds.filter((d) => d.platform).map((d) => formatPlatform(d.platform as Platform)))];
+    throw new CowshedError('EUNSUPPORTED', `${where}: no image for platform ${formatPlatform(want)} (available: ${available.length ? available.join(', ') : 'none declared'}); choose one with --platform`);
+  }
+  return hits.find((d) => d.platform?.variant === undefined) ?? hits[0];
+}
+
+/** Opens an image in a registry; manifest and config are fetched and verified now, layers when read. */
+export async function openRegistrySource(ref: string, opts: PullOptions = {}): Promise<RegistrySource> {
+  const r = parseRegistryRef(ref);
+  const where = formatRef(r);
+  const platform = parsePlatformString(opts.platform ?? DEFAULT_PLATFORM);
+  const client = RegistryClient.forRef(r, { tlsVerify: opts.tlsVerify, creds: opts.creds, ...opts.client });
+  const repo = r.repository;
+
+  let reference = r.digest ?? r.tag!;
+  // HEAD first: cheap, and says whether it is there before any body moves.
+  const head = await client.headManifest(repo, reference);
+  if (!head) throw new CowshedError('ENOENT', `${where}: no such image in the registry`);
+  let expected = r.digest;
+  let got = await client.getManifest(repo, reference, MAX_MANIFEST_BYTES);
+  for (let depth = 0; ; depth++) {
+    const digest = sha256Digest(got.bytes);
+    if (expected !== undefined && digest !== expected) throw new CowshedError('EDIGEST', `${where}: manifest digest mismatch: expected ${expected}, got ${digest}`);
+    if (expected === undefined && got.claimedDigest?.startsWith('sha256:') && got.claimedDigest !== digest) {
+      throw new CowshedError('EDIGEST', `${where}: manifest digest mismatch: the registry says ${got.claimedDigest}, the bytes are ${digest}`);
+    }
+    const mediaType = got.mediaType || mediaTypeInside(got.bytes);
+    if (isManifestMediaType(mediaType)) break;
+    if (!isIndexMediaType(mediaType)) {
+      parseManifest(got.bytes, mediaType, `${where}: manifest`); // names the unsupported media type
+      throw new CowshedError('EUNSUPPORTED', `${where}: unsupported manifest media type ${JSON.stringify(mediaType)}`);
+    }
+    if (depth >= MAX_INDEX_DEPTH) throw new CowshedError('EFORMAT', `${where}: indexes nested more than ${MAX_INDEX_DEPTH} deep`);
+    const index = parseIndex(got.bytes, mediaType, `${where}: index`);
+    const chosen = pickPlatform(index.manifests, platform, where);
+    reference = expected = chosen.digest;
+    if (chosen.size > MAX_MANIFEST_BYTES) throw new CowshedError('EFORMAT', `${where}: manifest ${chosen.digest} is too big (${chosen.size} bytes)`);
+    got = await client.getManifest(repo, reference, MAX_MANIFEST_BYTES);
+    if (got.bytes.length !== chosen.size) throw new CowshedError('EDIGEST', `${where}: manifest ${chosen.digest}: ${got.bytes.length} bytes, the index says ${chosen.size}`);
+  }
+  const manifestDigest = sha256Digest(got.bytes);
+  const manifestMediaType = got.mediaType || mediaTypeInside(got.bytes);
+  const manifest = parseManifest(got.bytes, manifestMediaType, `${where}: manifest ${manifestDigest}`);
+
+  const stats: BlobStreamStats = { bytes: 0, requests: 0, resumed: 0 };
+  const cd = manifest.config;
+  if (cd.size > MAX_CONFIG_BYTES) throw new CowshedError('EFORMAT', `${where}: config is too big (${cd.size} bytes)`);
+  const configWhat = `${where}: config ${cd.digest}`;
+  let configBytes = opts.localBlob?.(cd.digest);
+  if (configBytes === undefined || configBytes.length !== cd.size || sha256Digest(configBytes) !== cd.digest) {
+    const configChunks: Uint8Array[] = [];
+    for await (const c of verifyDigest(client.blob(repo, cd.digest, cd.size, stats), cd.digest, configWhat, cd.size)) configChunks.push(c);
+    configBytes = Buffer.concat(configChunks);
+  }
+  const config = parseConfig(configBytes, configWhat);
+  const diffIds = config.rootfs.diff_ids;
+  if (diffIds.length !== manifest.layers.length) {
+    throw new CowshedError('EFORMAT', `${where}: manifest has ${manifest.layers.length} layers but the config has ${diffIds.length} diff IDs`);
+  }
+
+  const source: RegistrySource = {
+    ref: `docker://${where}`,
+    registryRef: r,
+    client,
+    stats,
+    localLayers: 0,
+    manifest: { digest: manifestDigest, mediaType: manifest.mediaType, bytes: got.bytes, parsed: manifest },
+    config: { digest: cd.digest, bytes: configBytes, parsed: config },
+    layers: [],
+    async close() { /* fetch holds nothing between requests */ },
+  };
+  source.layers = manifest.layers.map((d, i) => registryLayer(source, where, i, d, diffIds[i], opts.localLayer?.(diffIds[i])));
+  return source;
+}
+
+function mediaTypeInside(bytes: Buffer): string {
+  try {
+    const v = JSON.parse(bytes.toString('utf8')) as { mediaType?: unknown };
+    return typeof v.mediaType === 'string' ? v.mediaType : '';
+  } catch {
+    return '';
+  }
+}
+
+function registryLayer(
+  src: RegistrySource, where: string, index: number, d: Descriptor, diffId: string, local: (() => AsyncIterable<Uint8Array>) | undefined,
+): LayerRef {
+  const what = `${where}: layer ${index + 1} (${d.digest})`;
+  const repo = src.registryRef.repository;
+  const count = src.manifest.parsed.layers.length;
+  async function* progress(blob: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    let received = 0;
+    let last = 0;
+    for await (const chunk of blob) {
+      received += chunk.length;
+      if (src.onBlobProgress && received - last >= 1 << 20) {
+        last = received;
+        src.onBlobProgress({ layer: index, layers: count, digest: d.digest, received, size: d.size, done: false });
+      }
+      yield chunk;
+    }
+    src.onBlobProgress?.({ layer: index, layers: count, digest: d.digest, received, size: d.size, done: true });
+  }
+  const fetchBlob = () => verifyDigest(progress(src.client.blob(repo, d.digest, d.size, src.stats)), d.digest, what, d.size);
+  // A damaged blob usually breaks decompression or the tar before its digest
+  // is known. Fetching it again to find out (what explainLayerFailure does
+  // for files) proves nothing over a network that damages bytes, so the rest
+  // of the same stream is read instead, and its verdict kept for openBlob().
+  let verdict: unknown;
+  const openBlob = (): AsyncIterable<Uint8Array> => {
+    if (verdict === undefined) return fetchBlob();
+    const v = verdict;
+    verdict = undefined;
+    return (async function* () { throw v; })();
+  };
+  const isDigestError = (e: unknown): boolean => isCowshedError(e) && e.code === 'EDIGEST';
+  const layer: LayerRef = {
+    index, digest: d.digest, mediaType: d.mediaType, size: d.size, diffId,
+    openBlob,
+    async *openTar() {
+      if (local) {
+        src.localLayers++;
+        src.onBlobProgress?.({ layer: index, layers: count, digest: d.digest, received: 0, size: d.size, done: true, local: true });
+        yield* verifyDigest(local(), diffId, `${what} (rebuilt from the store)`);
+        return;
+      }
+      const blob = fetchBlob();
+      let blobDone = false;
+      // Fed to decompress without handing over the blob itself: closing the feed leaves the blob readable.
+      const feed = (async function* () {
+        for (;;) {
+          const r = await blob.next();
+          if (r.done) { blobDone = true; return; }
+          yield r.value;
+        }
+      })();
+      const drain = async (): Promise<unknown> => {
+        if (blobDone) return undefined;
+        blobDone = true;
+        try { while (!(await blob.next()).done) { /* reading on to the digest check */ } } catch (e) {
+          return isDigestError(e) ? e : undefined;
+        }
+        return undefined;
+      };
+      let completed = false;
+      try {
+        const tar = decompress(feed, what);
+        yield* d.digest === diffId ? tar : verifyDigest(tar, diffId, `${what} diff ID`);
+        completed = true;
+      } catch (e) {
+        if (isDigestError(e)) throw e;
+        throw (await drain()) ?? e;
+      } finally {
+        // Abandoned by the reader (its tar parser failed): was the blob damaged?
+        if (!completed) verdict = await drain();
+      }
+    },
+  };
+  return layer;
+}
+
+export interface PullResult extends ImportResult {
+  /** Blob bytes received (config and layers). */
+  bytesFetched: number;
+  blobRequests: number;
+  resumed: number;
+  /** Layers the store already had: rebuilt locally, not fetched. */
+  localLayers: number;
+}
+
+/** A layer some image in the store already has (same diff ID), as a tar rebuilt from its objects. */
+function storedLayer(store: Store, diffId: string): (() => AsyncIterable<Uint8Array>) | undefined {
+  const row = store.db.get<{ image_id: string; idx: number }>('SELECT image_id, idx FROM layers WHERE diff_id = ? LIMIT 1', diffId);
+  if (!row) return undefined;
+  return () => store.layerTar(row.image_id, row.idx);
+}
+
+/**
+ * Pulls `ref` into the store under its normalised name (`registry/repo:tag`).
+ * A manifest built before reads no layer (the store sees to that); files
+ * already stored are not written again. A blob that fails its digest (a
+ * corrupting network) is fetched once more from scratch before giving up.
+ */
+export async function pullImage(
+  store: Store, ref: string,
+  opts: PullOptions & { onProgress?: (p: ImportProgress) => void; onBlobProgress?: (p: BlobProgress) => void } = {},
+): Promise<PullResult> {
+  let bytes = 0;
+  let requests = 0;
+  let resumed = 0;
+  for (let attempt = 1; ; attempt++) {
+    const src = await openRegistrySource(ref, {
+      ...opts,
+      localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : undefined),
+      localLayer: (diffId) => storedLayer(store, diffId),
+    });
+    src.onBlobProgress = opts.onBlobProgress;
+    try {
+      const result = await store.importSource(src, imageNameFor(src.registryRef), { onProgress: opts.onProgress });
+      bytes += src.stats.bytes;
+      requests += src.stats.requests;
+      resumed += src.stats.resumed;
+      rememberPulledBlobs(store, src);
+      return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers };
+    } catch (e) {
+      bytes += src.stats.bytes;
+      requests += src.stats.requests;
+      resumed += src.stats.resumed;
+      if (attempt >= 2 || !isCowshedError(e) || e.code !== 'EDIGEST') throw e;
+      // Nothing of the failed import was kept; try the whole image once more.
+    } finally {
+      await src.close();
+    }
+  }
+}
+
+function rememberPulledBlobs(store: Store, src: RegistrySource): void {
+  try {
+    recordBlobs(store, src.registryRef.registry, src.registryRef.repository, src.layers.map((l) => ({
+      digest: l.digest, size: l.size, mediaType: l.mediaType, diffId: l.diffId,
+    })));
+  } catch { /* a cache: push works without it, only slower */ }
+}
