@@ -10,7 +10,7 @@ import type { Store } from './store.ts';
 import { explainLayerFailure, type ImageSource, type LayerRef } from '../oci/source.ts';
 import { readTar } from '../tar/reader.ts';
 import { TarSplitWriter } from '../tar/split.ts';
-import { LayerTreeBuilder, type FileContent } from '../tree/layers.ts';
+import { LayerTreeBuilder, type EntryMeta, type FileContent } from '../tree/layers.ts';
 import { type FsNode, isReg, walk } from '../tree/node.ts';
 import { FsVerityHasher, fsverityDigest, toHex } from '../composefs/fsverity.ts';
 import { writeComposefsImage } from '../composefs/erofs-writer.ts';
@@ -127,8 +127,14 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     // Every layer's file contents, hidden ones too: rebuilding a layer for
     // export needs the files that later layers deleted or replaced.
     const objects = new Map<string, number>(spec.base?.objects ?? []);
-    for (const layer of spec.layers) {
-      layers.push(await importLayer(store, batch, builder, layer, spec.layers.length, objects, opts));
+    // Layers are read side by side (downloads overlap, decompression runs on
+    // other threads); their entries are then applied to the tree in order.
+    const read = await mapLimit(spec.layers, LAYER_CONCURRENCY, (layer) => importLayer(store, batch, layer, spec.layers.length, objects, opts));
+    for (const [i, r] of read.entries()) {
+      const layer = spec.layers[i]!;
+      builder.beginLayer(`layer ${layer.index + 1}${layer.digest ? ` (${layer.digest.slice(0, 19)})` : ''}`);
+      for (const [entry, content] of r.entries) builder.apply(entry, content);
+      layers.push(r.record);
     }
     const root = builder.finish();
     const { logicalSize, entries } = summarize(root);
@@ -165,11 +171,32 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
   }
 }
 
+/** Layers read at once. */
+const LAYER_CONCURRENCY = 3;
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  let failed: unknown;
+  const worker = async (): Promise<void> => {
+    while (next < items.length && failed === undefined) {
+      const i = next++;
+      try { out[i] = await fn(items[i]!); } catch (e) { failed ??= e; }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failed !== undefined) throw failed;
+  return out;
+}
+
+/** A layer read: its record, and its entries to apply to the tree in layer order. */
+interface LayerRead { record: LayerRecord; entries: Array<[EntryMeta, FileContent | undefined]> }
+
 async function importLayer(
-  store: Store, batch: ObjectBatch, builder: LayerTreeBuilder, layer: LayerRef, layerCount: number,
+  store: Store, batch: ObjectBatch, layer: LayerRef, layerCount: number,
   objects: Map<string, number>, opts: ImportOptions,
-): Promise<LayerRecord> {
-  builder.beginLayer(`layer ${layer.index + 1}${layer.digest ? ` (${layer.digest.slice(0, 19)})` : ''}`);
+): Promise<LayerRead> {
+  const applied: Array<[EntryMeta, FileContent | undefined]> = [];
   const split = new TarSplitWriter();
   let tarSize = 0;
   let files = 0;
@@ -193,7 +220,12 @@ async function importLayer(
         content = stored.content;
         files++;
       }
-      builder.apply(entry, content);
+      // A plain copy: the tar entry object holds on to the reader.
+      applied.push([{
+        path: entry.path, type: entry.type, linkname: entry.linkname, mode: entry.mode, uid: entry.uid, gid: entry.gid,
+        size: entry.size, mtimeSec: entry.mtimeSec, mtimeNsec: entry.mtimeNsec, devmajor: entry.devmajor, devminor: entry.devminor,
+        xattrs: entry.xattrs,
+      }, content]);
       if (opts.onProgress && tarSize - lastReport > 4 << 20) {
         lastReport = tarSize;
         opts.onProgress({ layer: layer.index, layers: layerCount, bytes: tarSize, files });
@@ -209,8 +241,11 @@ async function importLayer(
   const diffId = diffHash ? `sha256:${diffHash.digest('hex')}` : layer.diffId;
   // A layer made here is stored as an uncompressed tar: its blob is its diff.
   return {
-    idx: layer.index, blob_digest: layer.digest || diffId, media_type: layer.mediaType, blob_size: layer.digest ? layer.size : tarSize,
-    diff_id: diffId, tar_size: tarSize, split_digest: splitDigest,
+    record: {
+      idx: layer.index, blob_digest: layer.digest || diffId, media_type: layer.mediaType, blob_size: layer.digest ? layer.size : tarSize,
+      diff_id: diffId, tar_size: tarSize, split_digest: splitDigest,
+    },
+    entries: applied,
   };
 }
 
