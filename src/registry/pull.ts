@@ -225,13 +225,6 @@ export interface PullResult extends ImportResult {
   localLayers: number;
 }
 
-/** A layer some image in the store already has (same diff ID), as a tar rebuilt from its objects. */
-function storedLayer(store: Store, diffId: string): (() => AsyncIterable<Uint8Array>) | undefined {
-  const row = store.db.get<{ image_id: string; idx: number }>('SELECT image_id, idx FROM layers WHERE diff_id = ? LIMIT 1', diffId);
-  if (!row) return undefined;
-  return () => store.layerTar(row.image_id, row.idx);
-}
-
 /**
  * Pulls `ref` into the store under its normalised name (`registry/repo:tag`).
  * A manifest built before reads no layer (the store sees to that); files
@@ -249,7 +242,7 @@ export async function pullImage(
     const src = await openRegistrySource(ref, {
       ...opts,
       localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : undefined),
-      localLayer: (diffId) => storedLayer(store, diffId),
+      localLayer: (diffId) => store.storedLayer(diffId),
     });
     src.onBlobProgress = opts.onBlobProgress;
     try {

@@ -207,6 +207,17 @@ export class Store {
     yield* (await lazy.digest()).verifyDigest(tar, layer!.diff_id, `layer ${index + 1} of ${ref}`);
   }
 
+  /**
+   * A layer some stored image has (by diff ID), rebuilt as its uncompressed
+   * tar, or undefined. Registry pulls use it so that layers already here are
+   * not fetched again.
+   */
+  storedLayer(diffId: string): (() => AsyncIterable<Uint8Array>) | undefined {
+    const row = this.db.get<{ image_id: string; idx: number }>('SELECT image_id, idx FROM layers WHERE diff_id = ? LIMIT 1', diffId);
+    if (!row) return undefined;
+    return () => this.layerTar(row.image_id, row.idx);
+  }
+
   tag(src: string, dst: string): void {
     const info = this.resolveImage(src);
     const name = normalizeName(dst);
