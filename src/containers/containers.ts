@@ -53,6 +53,8 @@ export async function createContainer(store: Store, imageRef: string, opts: Crea
   mkdirSync(p.dir, { mode: 0o700 });
   try {
     store.db.tx(() => {
+      // rmi may have removed the image since it was resolved: a container of it would lose its objects to gc.
+      if (!store.db.get('SELECT 1 FROM images WHERE id = ?', image.id)) throw new CowshedError('ENOENT', `image ${imageRef} was removed while the container was being created`);
       let name = opts.name;
       if (name === undefined) do name = randomName(); while (store.db.get('SELECT 1 FROM containers WHERE name = ?', name));
       else if (store.db.get('SELECT 1 FROM containers WHERE name = ?', name)) {

@@ -29,6 +29,15 @@ function tryUnmount(dir: string): void {
   try { unmount(dir); } catch { /* not mounted, or busy: reported when it matters */ }
 }
 
+/**
+ * A process killed between its mount and its commit leaves a mount the
+ * database does not know about: take it down before mounting there again
+ * (mounts would stack) or removing the directory (rm would walk into it).
+ */
+function clearStaleMount(dir: string): void {
+  for (let i = 0; i < 8 && mountPoints().has(dir); i++) unmount(dir);
+}
+
 /** Bring the mount tables in line with what is really mounted. Call inside a transaction. */
 function reconcile(store: Store): void {
   const { db } = store;
@@ -69,6 +78,7 @@ export function ensureLower(store: Store, composefs: string): string {
   if (row) return row.path;
   const path = join(store.paths.mounts, composefs.slice(0, 16), 'lower');
   mkdirSync(path, { recursive: true, mode: 0o700 });
+  clearStaleMount(path);
   mountErofs(store.imagePath(composefs), path);
   store.db.run('INSERT INTO lower_mounts (composefs, path) VALUES (?, ?)', composefs, path);
   return path;
@@ -82,6 +92,7 @@ export function releaseLower(store: Store, composefs: string): void {
   if (used) return;
   const row = db.get<{ path: string }>('SELECT path FROM lower_mounts WHERE composefs = ?', composefs);
   if (!row) return;
+  clearStaleMount(join(row.path, '..', 'merged'));
   unmount(row.path);
   db.run('DELETE FROM lower_mounts WHERE composefs = ?', composefs);
   rmSync(join(row.path, '..'), { recursive: true, force: true });
@@ -101,6 +112,8 @@ export async function mountImage(store: Store, ref: string, opts: { verify?: boo
   const info = store.resolveImage(ref);
   if (opts.verify) await verifyImage(store, info.id, info.composefs);
   return store.db.tx(() => {
+    // rmi may have removed the image since it was resolved (verify takes a while): gc would then take its objects from under the mount.
+    if (!store.db.get('SELECT 1 FROM images WHERE id = ?', info.id)) throw new CowshedError('ENOENT', `image ${ref} was removed while it was being mounted`);
     reconcile(store);
     const existing = store.db.get<{ path: string }>('SELECT path FROM image_mounts WHERE composefs = ?', info.composefs);
     if (existing) {
@@ -110,6 +123,7 @@ export async function mountImage(store: Store, ref: string, opts: { verify?: boo
     const lower = ensureLower(store, info.composefs);
     const path = join(store.paths.mounts, info.composefs.slice(0, 16), 'merged');
     mkdirSync(path, { recursive: true, mode: 0o755 });
+    clearStaleMount(path);
     try {
       mountOverlay(path, { lower: [lower], data: [store.paths.objects], readonly: true });
     } catch (e) {
@@ -148,6 +162,7 @@ export function mountContainer(store: Store, id: string): string {
     if (!c) throw new CowshedError('ENOENT', `no such container: ${id}`);
     const p = containerPaths(store, id);
     if (c.mounted) return p.merged;
+    clearStaleMount(p.merged);
     const lower = ensureLower(store, c.composefs);
     try {
       mountOverlay(p.merged, { lower: [lower], data: [store.paths.objects], upper: p.upper, work: p.work });
@@ -165,7 +180,7 @@ export function unmountContainer(store: Store, id: string): void {
     reconcile(store);
     const c = store.db.get<{ composefs: string; mounted: number }>('SELECT composefs, mounted FROM containers WHERE id = ?', id);
     if (!c) throw new CowshedError('ENOENT', `no such container: ${id}`);
-    if (!c.mounted) return;
+    if (!c.mounted) { clearStaleMount(containerPaths(store, id).merged); return; }
     unmount(containerPaths(store, id).merged);
     store.db.run('UPDATE containers SET mounted = 0 WHERE id = ?', id);
     releaseLower(store, c.composefs);

@@ -8,6 +8,7 @@ import type { Store } from './store.ts';
 import { fsverityDigest, toHex } from '../composefs/fsverity.ts';
 import { sha256Digest } from '../oci/digest.ts';
 import { pidAlive } from './leases.ts';
+import { mountPoints } from '../util/mount.ts';
 
 export interface FsckProblem { kind: string; path: string; message: string; repaired?: boolean }
 export interface FsckReport { problems: FsckProblem[]; objectsChecked: number; imagesChecked: number; blobsChecked: number }
@@ -32,6 +33,18 @@ export async function fsck(store: Store, opts: { repair?: boolean } = {}): Promi
     const m = /^objects-(\d+)-/.exec(name);
     if (m && pidAlive(Number(m[1]))) continue;
     report('tmp', join(p.tmp, name), 'leftover temporary file from an interrupted operation', () => rmSync(join(p.tmp, name), { recursive: true, force: true }));
+  }
+
+  // Container directories of no container: a create killed between its mkdir and its commit.
+  const containerIds = new Set(store.db.all<{ id: string }>('SELECT id FROM containers').map((r) => r.id));
+  const mounted = [...mountPoints()];
+  for (const name of existsSync(p.containers) ? readdirSync(p.containers) : []) {
+    if (containerIds.has(name)) continue;
+    const dir = join(p.containers, name);
+    // Never rm into a mount; a mount the database does not know is for the admin to look at.
+    const busy = mounted.some((m) => m === dir || m.startsWith(dir + '/'));
+    report('container', dir, `directory of no container (an interrupted create)${busy ? ', with something mounted below it' : ''}`,
+      busy ? undefined : () => rmSync(dir, { recursive: true, force: true }));
   }
 
   // Every object's content against its name.

@@ -13,17 +13,21 @@ export async function gc(store: Store): Promise<GcReport> {
   const lease = await acquireLease(store.db, 'gc');
   try {
     const { db } = store;
-    const liveImages = new Set(db.all<{ composefs: string }>('SELECT composefs FROM images UNION SELECT composefs FROM containers UNION SELECT composefs FROM lower_mounts').map((r) => r.composefs));
-    // Build records of removed images go: their objects are about to.
-    db.tx(() => {
+    // One snapshot of what is live, in one transaction: rmi takes no lease, and an image it
+    // removes between these reads would otherwise keep its build record (so a re-import
+    // reuses it) while its manifest, config and tar-split blobs are deleted.
+    const { liveImages, liveObjects, liveBlobs } = db.tx(() => {
+      const liveImages = new Set(db.all<{ composefs: string }>('SELECT composefs FROM images UNION SELECT composefs FROM containers UNION SELECT composefs FROM lower_mounts').map((r) => r.composefs));
+      // Build records of removed images go: their objects are about to.
       db.run('DELETE FROM builds WHERE manifest_digest NOT IN (SELECT id FROM images)');
       db.run('DELETE FROM objects WHERE digest NOT IN (SELECT digest FROM image_objects)');
+      const liveObjects = new Set(db.all<{ digest: string }>('SELECT DISTINCT digest FROM image_objects').map((r) => r.digest));
+      const liveBlobs = new Set<string>();
+      for (const r of db.all<{ id: string; config_digest: string }>('SELECT id, config_digest FROM images')) { liveBlobs.add(r.id); liveBlobs.add(r.config_digest); }
+      for (const r of db.all<{ split_digest: string }>('SELECT split_digest FROM layers')) liveBlobs.add(r.split_digest);
+      for (const r of db.all<{ objects_blob: string }>('SELECT objects_blob FROM builds')) liveBlobs.add(r.objects_blob);
+      return { liveImages, liveObjects, liveBlobs };
     });
-    const liveObjects = new Set(db.all<{ digest: string }>('SELECT DISTINCT digest FROM image_objects').map((r) => r.digest));
-    const liveBlobs = new Set<string>();
-    for (const r of db.all<{ id: string; config_digest: string }>('SELECT id, config_digest FROM images')) { liveBlobs.add(r.id); liveBlobs.add(r.config_digest); }
-    for (const r of db.all<{ split_digest: string }>('SELECT split_digest FROM layers')) liveBlobs.add(r.split_digest);
-    for (const r of db.all<{ objects_blob: string }>('SELECT objects_blob FROM builds')) liveBlobs.add(r.objects_blob);
 
     const report: GcReport = { objectsRemoved: 0, imagesRemoved: 0, blobsRemoved: 0, bytesFreed: 0 };
     const remove = (path: string): void => {

@@ -71,7 +71,9 @@ export async function importFromSource(store: Store, src: ImageSource, name: str
   const build = db.get<BuildRecord>('SELECT * FROM builds WHERE manifest_digest = ?', id);
   if (build && existsSync(store.imagePath(build.composefs))) {
     const objects = store.blobs.has(build.objects_blob) ? JSON.parse(store.blobs.get(build.objects_blob).toString()) as string[] : undefined;
-    if (objects?.every((o) => store.objects.has(o))) {
+    const layerRows = JSON.parse(build.layers_json) as LayerRecord[];
+    // Everything the image needs must still be here: objects and the layers' tar-split records.
+    if (objects?.every((o) => store.objects.has(o)) && layerRows.every((l) => store.blobs.has(l.split_digest))) {
       store.blobs.put(src.manifest.bytes, id);
       store.blobs.put(src.config.bytes, src.config.digest);
       db.tx(() => recordImage(store, metaOf(src), name, build.composefs, build.entries, build.logical_size, JSON.parse(build.layers_json) as LayerRecord[], { all: objects }));

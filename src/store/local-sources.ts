@@ -4,7 +4,6 @@
 // content once beforehand gives the blob digest and diff ID they must name;
 // the import then verifies the second read against them.
 import { createReadStream, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { CowshedError, fail } from '../util/errors.ts';
 import { decompress, detectCompression } from '../oci/compression.ts';
 import { digestOfStream, verifyDigest, sha256Digest } from '../oci/digest.ts';
@@ -78,11 +77,14 @@ export async function openDirectorySource(dir: string): Promise<ImageSource> {
   const ref = `dir:${dir}`;
   if (statKind(dir, ref) !== 'dir') fail('EINVAL', `${ref} is not a directory`);
   const { treeFromDirectory } = await import('../composefs/from-dir.ts');
-  const root = await treeFromDirectory(dir, {});
-  // Without a digest store, treeFromDirectory names each file by its path in dir.
+  // treeFromDirectory names non-inline files by digest path (XX/rest), not by their path in dir:
+  // remember where each digest's content came from (hardlinks and equal files share one).
+  const sources = new Map<string, string>();
+  const root = await treeFromDirectory(dir, { storeObject: async (src, digest) => { sources.set(Buffer.from(digest).toString('hex'), src); } });
   const tar = () => writeTar(treeToTarEntries(root, (node, path) => {
-    if (node.payload === undefined) throw new CowshedError('EFORMAT', `${ref}: no source path for ${path}`);
-    return createReadStream(join(dir, node.payload));
+    const src = node.digest && sources.get(Buffer.from(node.digest).toString('hex'));
+    if (!src) throw new CowshedError('EFORMAT', `${ref}: no source path for ${path}`);
+    return createReadStream(src);
   }));
   const blob = await digestOfStream(tar());
   return singleLayerSource(ref, { blob, diffId: blob.digest, mediaType: ociLayerMediaType('none'), openBlob: tar, openTar: tar });

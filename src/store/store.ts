@@ -4,7 +4,7 @@
 //   const store = await Store.open('/var/lib/cowshed');
 //   await store.importImage('oci:/tmp/layout:v1', 'debian:v1');
 //   const path = await store.mountImage('debian:v1');
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Db } from './db.ts';
 import { ObjectStore } from './objects.ts';
@@ -71,6 +71,9 @@ export class Store {
     this.paths = storePaths(root);
     const p = this.paths;
     for (const d of [p.root, p.images, p.blobs, p.tmp, p.mounts, p.containers]) mkdirSync(d, { recursive: true, mode: 0o700 });
+    // A directory made beforehand (mkdir -m 755) must not expose the database
+    // and every image's files to other users.
+    chmodSync(p.root, 0o700);
     this.objects = new ObjectStore(p.objects, p.tmp);
     this.objects.init();
     this.blobs = new BlobStore(p.blobs, p.tmp);

@@ -1,0 +1,14 @@
+// A short seeded slice of the crash campaign (the full one: npm run test:reliability).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { crashCampaign, CRASH_OPS } from './crash.ts';
+
+const KILLS = Number(process.env.COWSHED_CRASH_KILLS ?? 1);
+const SEED = Number(process.env.COWSHED_SEED ?? 6);
+
+test(`crash safety: SIGKILL during import, commit, rm, rmi, gc, create (${KILLS} per operation, seed ${SEED})`, { timeout: 600_000 }, async () => {
+  const figures = await crashCampaign({ kills: KILLS, seed: SEED, ops: [...CRASH_OPS, 'create'], log: (l) => console.log(`# ${l}`) });
+  const failures = figures.flatMap((f) => f.failures);
+  assert.deepEqual(failures, []);
+  for (const f of figures) assert.equal(f.survived, f.n, f.op);
+});

@@ -1,0 +1,158 @@
+// Hostile input fuzzing: property-based (fast-check, seeded) over the tar
+// reader, tar-split rebuild, composefs dump parser, EROFS reader, OCI JSON
+// parsers and decompression, each target in a child process with a
+// watchdog (a synchronous hang cannot be interrupted in-process). Plus fixed
+// decompression and tar bombs consumed with a byte cap.
+import { spawn, execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync, symlinkSync, linkSync, existsSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync, zstdCompressSync } from 'node:zlib';
+import { cowshedOk, removeTree, tempDir } from '../helpers/cli.ts';
+import { buildHostileTars } from '../fixtures/edge-image.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const VECTORS = '/work/shared/vectors/composefs';
+const DEBIAN_OCI = '/var/cache/cowshed-fixtures/debian-oci';
+/** No progress for this long = a hang the child could not report itself. */
+const WATCHDOG_MS = 30_000;
+
+export interface FuzzFinding { target: string; kind: string; message: string; input: string }
+export interface FuzzTargetFigures {
+  target: string;
+  executions: number;
+  /** Inputs parsed without error, and inputs refused with a typed error by code: shows the fuzzing gets past the first check. */
+  accepted: number;
+  refused: Record<string, number>;
+  seeds: number;
+  findings: FuzzFinding[];
+  ms: number;
+  /** What the child said on stderr (the bombs' outcomes). */
+  notes: string;
+}
+
+export const FUZZ_TARGETS = ['tar', 'tar-split', 'dump', 'erofs', 'oci-json', 'decompress', 'import'] as const;
+export type FuzzTarget = typeof FUZZ_TARGETS[number];
+
+/** Builds the seed corpus: real tars (PAX, GNU, ustar, hostile), dump vectors, EROFS images, OCI JSON, compressed tars. */
+export async function buildSeeds(dir: string): Promise<void> {
+  for (const d of ['tar', 'dump', 'erofs', 'json', 'compressed']) mkdirSync(join(dir, d), { recursive: true });
+  const src = join(dir, 'src');
+  mkdirSync(join(src, 'sub/deeper'), { recursive: true });
+  writeFileSync(join(src, 'small.txt'), 'hello\n');
+  writeFileSync(join(src, 'sub/deeper/' + 'long-name-'.repeat(12)), Buffer.alloc(3000, 7));
+  writeFileSync(join(src, 'héllo ✓'), 'utf8 name\n');
+  writeFileSync(join(src, 'empty'), '');
+  symlinkSync('small.txt', join(src, 'link'));
+  symlinkSync('../' + 'target-'.repeat(20), join(src, 'long-link'));
+  linkSync(join(src, 'small.txt'), join(src, 'hard'));
+  execFileSync('setfattr', ['-n', 'user.note', '-v', '0x00ff0a', join(src, 'small.txt')]);
+  execFileSync('mknod', [join(src, 'null'), 'c', '1', '3']);
+  const tars = join(dir, 'tar');
+  for (const format of ['pax', 'gnu', 'ustar']) {
+    try {
+      execFileSync('tar', [`--format=${format}`, '--xattrs', '--xattrs-include=*', '--numeric-owner', '-C', src, '-cf', join(tars, `${format}.tar`), '.'], { stdio: 'ignore' });
+    } catch { /* ustar cannot hold the long link target: skip it */ }
+  }
+  // PAX with large records and a global header, and GNU long names, by python's tarfile.
+  execFileSync('python3', ['-c', `
+import tarfile, io, sys
+with tarfile.open(sys.argv[1], 'w', format=tarfile.PAX_FORMAT, pax_headers={'comment': 'g' * 2000}) as t:
+    ti = tarfile.TarInfo('p/' + 'x' * 3000); ti.size = 5; ti.pax_headers = {'SCHILY.xattr.user.big': 'v' * 20000, 'mtime': '1700000000.123456789'}
+    t.addfile(ti, io.BytesIO(b'12345'))
+    ti = tarfile.TarInfo('l'); ti.type = tarfile.SYMTYPE; ti.linkname = 'y' * 500; t.addfile(ti)
+with tarfile.open(sys.argv[2], 'w', format=tarfile.GNU_FORMAT) as t:
+    ti = tarfile.TarInfo('g/' + 'z' * 300); ti.size = 3; ti.uid = 3000000; t.addfile(ti, io.BytesIO(b'abc'))
+`, join(tars, 'pax-big.tar'), join(tars, 'gnu-long.tar')]);
+  const hostile = await buildHostileTars(join(dir, 'hostile'));
+  for (const [name, path] of Object.entries(hostile)) copyFileSync(path, join(tars, `hostile-${name}.tar`));
+
+  for (const f of readdirSync(VECTORS)) {
+    if (/\.dump(\.gz)?$/.test(f)) copyFileSync(join(VECTORS, f), join(dir, 'dump', f));
+  }
+  // A real EROFS image written by cowshed, from the small tree above.
+  cowshedOk(join(dir, 'store-unused'), 'composefs', 'create', src, join(dir, 'erofs', 'small.cfs'));
+  copyFileSync(join(DEBIAN_OCI, 'index.json'), join(dir, 'json', 'index.json'));
+  const blobs = join(DEBIAN_OCI, 'blobs', 'sha256');
+  for (const f of readdirSync(blobs)) {
+    if (statSync(join(blobs, f)).size < 100_000) copyFileSync(join(blobs, f), join(dir, 'json', f));
+  }
+
+  const pax = readFileSync(join(tars, 'pax.tar'));
+  writeFileSync(join(dir, 'compressed', 'pax.tar.gz'), gzipSync(pax));
+  writeFileSync(join(dir, 'compressed', 'pax.tar.zst'), zstdCompressSync(pax));
+  writeFileSync(join(dir, 'compressed', 'pax.tar'), pax);
+}
+
+function runTarget(target: FuzzTarget | 'bombs', seed: number, runs: number, seeds: string, findingsDir: string): Promise<FuzzTargetFigures> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const progress = join(findingsDir, `.progress-${target}`);
+    const script = target === 'bombs' ? join(HERE, 'bombs-child.ts') : join(HERE, 'fuzz-child.ts');
+    const child = spawn(process.execPath, [script, target, String(seed), String(runs), seeds, progress, findingsDir],
+      { stdio: ['ignore', 'pipe', 'pipe'], cwd: findingsDir });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
+    let hung = false;
+    let lastChange = Date.now();
+    let lastMtime = 0;
+    const watchdog = setInterval(() => {
+      let m = 0;
+      try { m = statSync(progress).mtimeMs; } catch { /* not started */ }
+      if (m !== lastMtime) { lastMtime = m; lastChange = Date.now(); }
+      if (Date.now() - lastChange > WATCHDOG_MS) { hung = true; child.kill('SIGKILL'); }
+    }, 1000);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearInterval(watchdog);
+      const ms = Math.round(performance.now() - started);
+      const last = out.trim().split('\n').pop() ?? '';
+      if (status === 0 && last.startsWith('{')) {
+        const r = JSON.parse(last) as { executions: number; accepted?: number; refused?: Record<string, number>; seeds: number; findings: Omit<FuzzFinding, 'target'>[] };
+        resolve({ target, executions: r.executions, accepted: r.accepted ?? 0, refused: r.refused ?? {}, seeds: r.seeds, findings: r.findings.map((f) => ({ target, ...f })), ms, notes: err });
+        return;
+      }
+      // The child died: a hang (watchdog), an out-of-memory abort or a crash outside the property.
+      const input = join(findingsDir, `${target}-fatal.bin`);
+      if (existsSync(progress)) copyFileSync(progress, input);
+      const kind = hung ? 'hang' : 'fatal';
+      const message = hung ? `no progress for ${WATCHDOG_MS / 1000} s (synchronous loop?)` : `child exited ${status}: ${err.trim().slice(0, 600)}`;
+      resolve({ target, executions: -1, accepted: 0, refused: {}, seeds: 0, findings: [{ target, kind, message, input }], ms, notes: err });
+    });
+  });
+}
+
+export async function fuzzCampaign(opts: { runs: number; seed: number; targets?: FuzzTarget[]; bombs?: boolean; findingsDir?: string; log?: (l: string) => void }): Promise<FuzzTargetFigures[]> {
+  const log = opts.log ?? (() => {});
+  const work = tempDir('cowshed-fuzz-');
+  // Inputs of findings are kept (and named in the log) so each can be replayed.
+  const findingsDir = opts.findingsDir ?? tempDir('cowshed-fuzz-findings-');
+  mkdirSync(findingsDir, { recursive: true });
+  try {
+    const seeds = join(work, 'seeds');
+    await buildSeeds(seeds);
+    const results: FuzzTargetFigures[] = [];
+    for (const t of opts.targets ?? FUZZ_TARGETS) {
+      // An import (a store transaction per input) costs ~20 parser runs: it gets a fifth of the inputs.
+      const runs = t === 'import' ? Math.ceil(opts.runs / 5) : opts.runs;
+      const r = await runTarget(t, opts.seed, runs, seeds, findingsDir);
+      const codes = Object.entries(r.refused).map(([c, n]) => `${c} ${n}`).join(', ');
+      log(`fuzz ${t}: ${r.executions} executions from ${r.seeds} seeds in ${(r.ms / 1000).toFixed(1)} s: ${r.accepted} accepted, refused ${codes || 'none'}; ${r.findings.length} findings`);
+      for (const f of r.findings) log(`  ${f.kind}: ${f.message} (input ${f.input})`);
+      results.push(r);
+    }
+    if (opts.bombs ?? true) {
+      const r = await runTarget('bombs', opts.seed, 0, seeds, findingsDir);
+      log(`bombs: ${r.executions} cases in ${(r.ms / 1000).toFixed(1)} s, ${r.findings.length} findings`);
+      for (const l of r.notes.trim().split('\n')) if (l && !l.startsWith('npm warn')) log(`  ${l}`);
+      for (const f of r.findings) log(`  ${f.kind}: ${f.message}`);
+      results.push(r);
+    }
+    return results;
+  } finally {
+    if (!opts.findingsDir && !readdirSync(findingsDir).some((f) => f.endsWith('.bin'))) removeTree(findingsDir);
+    removeTree(work);
+  }
+}
