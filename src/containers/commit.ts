@@ -43,7 +43,7 @@ export async function commitContainer(store: Store, ref: string, name: string, o
   const parentConfigDigest = store.db.get<{ config_digest: string }>('SELECT config_digest FROM images WHERE id = ?', c.image_id)?.config_digest;
   if (!parentConfigDigest) fail('ENOENT', `the image of container ${c.name} is gone`);
   const parentConfig = JSON.parse(store.blobs.get(parentConfigDigest!).toString()) as ImageConfig;
-  const baseLayers = store.db.all<LayerRecord>('SELECT idx, blob_digest, media_type, blob_size, diff_id, tar_size, split_digest FROM layers WHERE image_id = ? ORDER BY idx', c.image_id);
+  const baseLayers = store.db.all<LayerRecord>('SELECT idx, blob_digest, media_type, blob_size, diff_id, tar_size, split_digest, entries_digest FROM layers WHERE image_id = ? ORDER BY idx', c.image_id);
   const baseObjects = new Map(store.db.all<{ digest: string; size: number }>(
     'SELECT o.digest, o.size FROM image_objects io JOIN objects o ON o.digest = io.digest WHERE io.image_id = ?', c.image_id,
   ).map((r) => [r.digest, r.size] as [string, number]));

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS layers (
   diff_id TEXT NOT NULL,            -- sha256 of the uncompressed tar
   tar_size INTEGER NOT NULL,
   split_digest TEXT NOT NULL,       -- blobs/sha256/<hex>: tar-split record
+  entries_digest TEXT,              -- blob: the layer's entries as applied (reused by later imports)
   PRIMARY KEY (image_id, idx)
 );
 -- Every object each image needs (for gc and df); objects hold file contents.

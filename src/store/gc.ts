@@ -24,7 +24,10 @@ export async function gc(store: Store): Promise<GcReport> {
       const liveObjects = new Set(db.all<{ digest: string }>('SELECT DISTINCT digest FROM image_objects').map((r) => r.digest));
       const liveBlobs = new Set<string>();
       for (const r of db.all<{ id: string; config_digest: string }>('SELECT id, config_digest FROM images')) { liveBlobs.add(r.id); liveBlobs.add(r.config_digest); }
-      for (const r of db.all<{ split_digest: string }>('SELECT split_digest FROM layers')) liveBlobs.add(r.split_digest);
+      for (const r of db.all<{ split_digest: string; entries_digest: string | null }>('SELECT split_digest, entries_digest FROM layers')) {
+        liveBlobs.add(r.split_digest);
+        if (r.entries_digest) liveBlobs.add(r.entries_digest);
+      }
       for (const r of db.all<{ objects_blob: string }>('SELECT objects_blob FROM builds')) liveBlobs.add(r.objects_blob);
       return { liveImages, liveObjects, liveBlobs };
     });

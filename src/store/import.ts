@@ -47,6 +47,8 @@ export interface ImportResult {
 
 export interface LayerRecord {
   idx: number;
+  /** blobs/sha256: the layer's entries as applied to the tree, so a later image with this layer need not read it. */
+  entries_digest?: string | null;
   blob_digest: string;
   media_type: string;
   blob_size: number;
@@ -131,7 +133,8 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     const objects = new Map<string, number>(spec.base?.objects ?? []);
     // Layers are read side by side (downloads overlap, decompression runs on
     // other threads); their entries are then applied to the tree in order.
-    const read = await mapLimit(spec.layers, LAYER_CONCURRENCY, (layer) => importLayer(store, batch, layer, spec.layers.length, objects, opts));
+    const read = await mapLimit(spec.layers, LAYER_CONCURRENCY, async (layer) =>
+      storedLayerRead(store, layer, objects) ?? importLayer(store, batch, layer, spec.layers.length, objects, opts));
     for (const [i, r] of read.entries()) {
       const layer = spec.layers[i]!;
       builder.beginLayer(`layer ${layer.index + 1}${layer.digest ? ` (${layer.digest.slice(0, 19)})` : ''}`);
@@ -171,6 +174,48 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     batch.discard();
     throw e;
   }
+}
+
+/**
+ * A layer some stored image already has (same diff ID): its entries come
+ * from the record kept at its import, so nothing is fetched, decompressed or
+ * hashed again. Undefined when anything it needs is gone.
+ */
+function storedLayerRead(store: Store, layer: LayerRef, objects: Map<string, number>): LayerRead | undefined {
+  if (!layer.diffId) return undefined;
+  const row = store.db.get<LayerRecord>(
+    'SELECT idx, blob_digest, media_type, blob_size, diff_id, tar_size, split_digest, entries_digest FROM layers WHERE diff_id = ? AND entries_digest IS NOT NULL LIMIT 1',
+    layer.diffId,
+  );
+  if (!row?.entries_digest || !store.blobs.has(row.entries_digest) || !store.blobs.has(row.split_digest)) return undefined;
+  const entries = decodeEntries(store.blobs.get(row.entries_digest));
+  const needed = new Map<string, number>();
+  for (const [e, c] of entries) if (c?.digest && e.size > 0) needed.set(toHex(c.digest), e.size);
+  for (const [e, c] of entries) if (c?.inline && e.size > 0) needed.set(toHex(fsverityDigest(c.inline)), e.size);
+  for (const hex of needed.keys()) if (!store.objects.has(hex)) return undefined;
+  for (const [hex, size] of needed) objects.set(hex, size);
+  return {
+    record: { ...row, idx: layer.index, blob_digest: layer.digest || row.blob_digest, media_type: layer.mediaType, blob_size: layer.digest ? layer.size : row.blob_size },
+    entries,
+  };
+}
+
+/** Entries as JSON: byte fields (xattr values, digests, inline contents) in base64. */
+function encodeEntries(entries: Array<[EntryMeta, FileContent | undefined]>): Buffer {
+  const b64 = (u: Uint8Array | undefined) => (u ? Buffer.from(u).toString('base64') : undefined);
+  return Buffer.from(JSON.stringify(entries.map(([e, c]) => [
+    { ...e, xattrs: [...e.xattrs].map(([k, v]) => [k, b64(v)]) },
+    c && { digest: b64(c.digest), inline: b64(c.inline), payload: c.payload },
+  ])));
+}
+
+function decodeEntries(buf: Buffer): Array<[EntryMeta, FileContent | undefined]> {
+  const bytes = (s: string | undefined) => (s === undefined ? undefined : Buffer.from(s, 'base64'));
+  type Raw = [Omit<EntryMeta, 'xattrs'> & { xattrs: Array<[string, string]> }, { digest?: string; inline?: string; payload?: string } | null];
+  return (JSON.parse(buf.toString()) as Raw[]).map(([e, c]) => [
+    { ...e, xattrs: new Map(e.xattrs.map(([k, v]) => [k, Buffer.from(v, 'base64')])) },
+    c ? { digest: bytes(c.digest), inline: bytes(c.inline), payload: c.payload } : undefined,
+  ]);
 }
 
 /** Layers read at once. */
@@ -240,12 +285,13 @@ async function importLayer(
   }
   opts.onProgress?.({ layer: layer.index, layers: layerCount, bytes: tarSize, files });
   const splitDigest = store.blobs.put(split.finish());
+  const entriesDigest = store.blobs.put(encodeEntries(applied));
   const diffId = diffHash ? `sha256:${diffHash.digest('hex')}` : layer.diffId;
   // A layer made here is stored as an uncompressed tar: its blob is its diff.
   return {
     record: {
       idx: layer.index, blob_digest: layer.digest || diffId, media_type: layer.mediaType, blob_size: layer.digest ? layer.size : tarSize,
-      diff_id: diffId, tar_size: tarSize, split_digest: splitDigest,
+      diff_id: diffId, tar_size: tarSize, split_digest: splitDigest, entries_digest: entriesDigest,
     },
     entries: applied,
   };
@@ -316,8 +362,8 @@ function recordImage(
       );
       for (const l of layers) {
         db.run(
-          'INSERT INTO layers (image_id, idx, blob_digest, media_type, blob_size, diff_id, tar_size, split_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-          id, l.idx, l.blob_digest, l.media_type, l.blob_size, l.diff_id, l.tar_size, l.split_digest,
+          'INSERT INTO layers (image_id, idx, blob_digest, media_type, blob_size, diff_id, tar_size, split_digest, entries_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+          id, l.idx, l.blob_digest, l.media_type, l.blob_size, l.diff_id, l.tar_size, l.split_digest, l.entries_digest ?? null,
         );
       }
       if ('copyFrom' in objects) {
