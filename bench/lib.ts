@@ -252,8 +252,11 @@ export class ScratchFs {
   private readonly image: string | undefined;
   private constructor(path: string, image: string | undefined) { this.path = path; this.image = image; }
 
-  /** A sparse image of sizeGiB; btrfs for the snapshot anchors (falls back to a plain dir without root, like ext4). */
-  static async create(sizeGiB = 4, fsType: 'ext4' | 'btrfs' = 'ext4'): Promise<ScratchFs> {
+  /**
+   * A sparse image of sizeGiB; btrfs for the snapshot anchors, xfs (reflink=1)
+   * for reflink copies (falls back to a plain dir without root, like ext4).
+   */
+  static async create(sizeGiB = 4, fsType: 'ext4' | 'btrfs' | 'xfs' = 'ext4'): Promise<ScratchFs> {
     const base = await mkdtemp('/var/tmp/cowshed-bench-');
     if (!isRoot()) return new ScratchFs(base, undefined);
     const image = `${base}.img`;
@@ -263,6 +266,9 @@ export class ScratchFs {
     try {
       if (fsType === 'btrfs') {
         await exec('mkfs.btrfs', ['-q', '-f', image]);
+        await exec('mount', ['-o', 'loop', image, mnt]);
+      } else if (fsType === 'xfs') {
+        await exec('mkfs.xfs', ['-q', '-f', '-m', 'reflink=1', image]);
         await exec('mount', ['-o', 'loop', image, mnt]);
       } else {
         await exec('mkfs.ext4', ['-q', '-F', '-O', '^has_journal', '-E', 'lazy_itable_init=1,nodiscard', image]);

@@ -13,6 +13,8 @@ import {
   writeReport,
 } from './lib.ts';
 import { containerBenchmarks } from './containers.ts';
+import { driverBenchmarks } from './drivers.ts';
+import { registryBenchmarks } from './registry.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const CACHE = process.env.COWSHED_FIXTURES ?? '/var/cache/cowshed-fixtures';
@@ -216,6 +218,14 @@ const benchmarks: Benchmark[] = [
 const containers = containerBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
 benchmarks.push(...containers.benchmarks);
 
+// The storage-driver table (issue 5): one store per driver on its own filesystem, removed at the end.
+const drivers = driverBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
+benchmarks.push(drivers.benchmark);
+
+// pull-cold, pull-again, pull-update, push-commit (issue 4): one loopback registry, stopped at the end.
+const registry = registryBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
+benchmarks.push(...registry.benchmarks);
+
 /** Import time against max(decompress, hash, write) of the layer's bytes. */
 function limitsSummary(results: BenchResult[]): string[] {
   const find = (bench: string, contender: string) =>
@@ -274,10 +284,14 @@ async function main(): Promise<void> {
     }
   } finally {
     await containers.dispose();
+    await drivers.dispose();
+    await registry.dispose();
   }
   const summary = limitsSummary(results);
   if (extra.length) extra.unshift('## Not run', '');
   if (summary.length) extra.push('', ...summary);
+  const driverTable = drivers.table();
+  if (driverTable.length) extra.push('', ...driverTable);
   extra.push('', `Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; ${RUNS} runs + ${WARMUP} warm-up per contender.`);
   const { path, body } = await writeReport(REPO, results, extra);
   process.stdout.write(body);
