@@ -1,7 +1,7 @@
 // The library side of `cowshed composefs create` (mkcomposefs): a directory
 // or a dump file in, a composefs image out, optionally filling a digest store
 // (objects named XX/<62 hex>, the layout our object store uses too).
-import { copyFileSync, constants, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, constants, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { parseDump } from './dump.ts';
@@ -34,22 +34,23 @@ export async function createComposefs(source: string, opts: CreateOptions = {}):
     const store = opts.digestStore;
     root = await treeFromDirectory(source, {
       skipXattrs: opts.skipXattrs, userXattrs: opts.userXattrs, skipDevices: opts.skipDevices, useEpoch: opts.useEpoch,
-      storeObject: store ? async (src, digest) => copyIntoDigestStore(store, src, toHex(digest)) : undefined,
+      storeObject: store ? async (src, digest, _size, data) => copyIntoDigestStore(store, src, toHex(digest), data) : undefined,
     });
   }
   const image = writeComposefsImage(root, { minVersion: opts.minVersion, maxVersion: opts.maxVersion });
   return { image, digest: toHex(fsverityDigest(image)) };
 }
 
-/** Copy (reflink where the filesystem can) into a digest store, atomically, once. */
-export function copyIntoDigestStore(store: string, src: string, hex: string): void {
+/** Copy (reflink where the filesystem can; or write `data` when already read) into a digest store, atomically, once. */
+export function copyIntoDigestStore(store: string, src: string, hex: string, data?: Uint8Array): void {
   const dir = join(store, hex.slice(0, 2));
   const dst = join(dir, hex.slice(2));
   if (existsSync(dst)) return;
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   const tmp = join(dir, `.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    copyFileSync(src, tmp, constants.COPYFILE_FICLONE);
+    if (data) writeFileSync(tmp, data, { mode: 0o644 });
+    else copyFileSync(src, tmp, constants.COPYFILE_FICLONE);
     renameSync(tmp, dst);
   } catch (e) {
     rmSync(tmp, { force: true });

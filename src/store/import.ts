@@ -125,6 +125,7 @@ export interface BuildSpec {
 export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOptions = {}): Promise<ImportResult> {
   const { db } = store;
   const batch = store.objects.batch();
+  const layerBatches: ObjectBatch[] = [];
   try {
     const builder = new LayerTreeBuilder(spec.base?.tree);
     const layers: LayerRecord[] = [...(spec.base?.layers ?? [])];
@@ -133,10 +134,25 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     const objects = new Map<string, number>(spec.base?.objects ?? []);
     // Layers are read side by side (downloads overlap, decompression runs on
     // other threads); their entries are then applied to the tree in order.
-    const read = await mapLimit(spec.layers, LAYER_CONCURRENCY, async (layer) =>
-      storedLayerRead(store, layer, objects) ?? importLayer(store, batch, layer, spec.layers.length, objects, opts));
+    const read = await mapLimit(spec.layers, LAYER_CONCURRENCY, async (layer) => {
+      const stored = storedLayerRead(store, layer, objects);
+      if (stored) return stored;
+      // Each layer stages into a directory named by its diff ID, and marks it
+      // complete when read: a run killed later leaves it for the next run.
+      const name = layer.diffId ? `layer-${layer.diffId.replace(/^sha256:/, '')}` : undefined;
+      const adopted = name ? await store.objects.adopt(name, LAYER_MARKER) : undefined;
+      if (adopted) {
+        layerBatches.push(adopted.batch);
+        return resumedLayerRead(adopted.marker, layer, objects);
+      }
+      const b = store.objects.batch(name);
+      layerBatches.push(b);
+      return importLayer(store, b, layer, spec.layers.length, objects, opts);
+    });
     for (const [i, r] of read.entries()) {
       const layer = spec.layers[i]!;
+      if (r.split) store.blobs.put(r.split, r.record.split_digest);
+      if (r.entriesBytes) store.blobs.put(r.entriesBytes, r.record.entries_digest ?? undefined);
       builder.beginLayer(`layer ${layer.index + 1}${layer.digest ? ` (${layer.digest.slice(0, 19)})` : ''}`);
       for (const [entry, content] of r.entries) builder.apply(entry, content);
       layers.push(r.record);
@@ -153,6 +169,7 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     store.blobs.put(meta.manifest.bytes, id);
     store.blobs.put(meta.config.bytes, meta.config.digest);
     const objectsBlob = store.blobs.put(Buffer.from(JSON.stringify([...objects.keys()])));
+    for (const b of layerBatches) await b.commit();
     await batch.commit();
 
     // On top of a base, only the new objects need rows; the rest are the base's.
@@ -169,9 +186,14 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
       recordImage(store, meta, spec.name, cfs, entries, logicalSize, layers,
         base ? { copyFrom: base.imageId, added: added.map(([hex]) => hex) } : { all: [...objects.keys()] });
     });
-    return { id, name: spec.name, composefs: cfs, entries, logicalSize, objectsWritten: batch.objectsWritten, bytesWritten: batch.bytesWritten, reused: false };
+    const written = [batch, ...layerBatches];
+    return {
+      id, name: spec.name, composefs: cfs, entries, logicalSize, reused: false,
+      objectsWritten: written.reduce((a, b) => a + b.objectsWritten, 0), bytesWritten: written.reduce((a, b) => a + b.bytesWritten, 0),
+    };
   } catch (e) {
     batch.discard();
+    for (const b of layerBatches) b.discard();
     throw e;
   }
 }
@@ -218,6 +240,20 @@ function decodeEntries(buf: Buffer): Array<[EntryMeta, FileContent | undefined]>
   ]);
 }
 
+/** The file that marks a layer's staging directory complete. */
+const LAYER_MARKER = 'layer.json';
+
+/** A layer a killed run had read completely: nothing is fetched again. */
+function resumedLayerRead(marker: Buffer, layer: LayerRef, objects: Map<string, number>): LayerRead {
+  const m = JSON.parse(marker.toString()) as { record: LayerRecord; digests: Array<[string, number]>; split: string; entries: string };
+  for (const [hex, size] of m.digests) objects.set(hex, size);
+  const entriesBytes = Buffer.from(m.entries, 'base64');
+  return {
+    record: { ...m.record, idx: layer.index }, entries: decodeEntries(entriesBytes),
+    split: Buffer.from(m.split, 'base64'), entriesBytes,
+  };
+}
+
 /** Layers read at once. */
 const LAYER_CONCURRENCY = 3;
 
@@ -237,13 +273,20 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promis
 }
 
 /** A layer read: its record, and its entries to apply to the tree in layer order. */
-interface LayerRead { record: LayerRecord; entries: Array<[EntryMeta, FileContent | undefined]> }
+interface LayerRead {
+  record: LayerRecord;
+  entries: Array<[EntryMeta, FileContent | undefined]>;
+  /** A resumed layer's tar-split and entries records, written to the blobs when the image is. */
+  split?: Buffer;
+  entriesBytes?: Buffer;
+}
 
 async function importLayer(
   store: Store, batch: ObjectBatch, layer: LayerRef, layerCount: number,
   objects: Map<string, number>, opts: ImportOptions,
 ): Promise<LayerRead> {
   const applied: Array<[EntryMeta, FileContent | undefined]> = [];
+  const layerDigests: Array<[string, number]> = [];
   const split = new TarSplitWriter();
   let tarSize = 0;
   let files = 0;
@@ -263,7 +306,10 @@ async function importLayer(
       if (entry.type === 'file') {
         const stored = await storeContent(batch, entry.body(), entry.size);
         entry.setContentDigest(stored.digest);
-        if (entry.size > 0) objects.set(toHex(stored.digest), entry.size);
+        if (entry.size > 0) {
+        objects.set(toHex(stored.digest), entry.size);
+        layerDigests.push([toHex(stored.digest), entry.size]);
+      }
         content = stored.content;
         files++;
       }
@@ -284,9 +330,20 @@ async function importLayer(
     throw await explainLayerFailure(layer, e);
   }
   opts.onProgress?.({ layer: layer.index, layers: layerCount, bytes: tarSize, files });
-  const splitDigest = store.blobs.put(split.finish());
-  const entriesDigest = store.blobs.put(encodeEntries(applied));
+  const splitBytes = split.finish();
+  const splitDigest = store.blobs.put(splitBytes);
+  const entriesBytes = encodeEntries(applied);
+  const entriesDigest = store.blobs.put(entriesBytes);
   const diffId = diffHash ? `sha256:${diffHash.digest('hex')}` : layer.diffId;
+  const record: LayerRecord = {
+    idx: layer.index, blob_digest: layer.digest || diffId, media_type: layer.mediaType, blob_size: layer.digest ? layer.size : tarSize,
+    diff_id: diffId, tar_size: tarSize, split_digest: splitDigest, entries_digest: entriesDigest,
+  };
+  // The layer is complete: say so, with all the next run would need.
+  batch.writeMarker(LAYER_MARKER, Buffer.from(JSON.stringify({
+    record, staged: batch.stagedFiles(), digests: layerDigests,
+    split: splitBytes.toString('base64'), entries: entriesBytes.toString('base64'),
+  })));
   // A layer made here is stored as an uncompressed tar: its blob is its diff.
   return {
     record: {

@@ -6,12 +6,13 @@
 // renamed into place, then a second syncfs makes the renames durable. Only
 // then may the database reference them. A crash leaves garbage in tmp/ or
 // unreferenced objects (gc removes them), never a named object with bad bytes.
-import { closeSync, existsSync, openSync, renameSync, rmSync, writeSync, mkdirSync, statSync, readdirSync, createReadStream } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, writeSync, mkdirSync, statSync, readdirSync, createReadStream } from 'node:fs';
+import { basename, join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { FsVerityHasher, toHex } from '../composefs/fsverity.ts';
-import { asSpaceError, fsyncPath, syncFilesystem } from '../util/fs.ts';
+import { asSpaceError, fsyncPath, syncFilesystem, writeFileAtomic } from '../util/fs.ts';
+import { pidAlive } from './leases.ts';
 import { fail } from '../util/errors.ts';
 
 /** Up to this many new objects are fsynced one by one rather than by syncfs. */
@@ -69,8 +70,41 @@ export class ObjectStore {
     }
   }
 
-  batch(): ObjectBatch {
-    return new ObjectBatch(this, join(this.tmpRoot, `objects-${process.pid}-${randomBytes(6).toString('hex')}`));
+  /** A batch; `name` gives its directory a name another run can find (resumable layers). */
+  batch(name?: string): ObjectBatch {
+    return new ObjectBatch(this, join(this.tmpRoot, `objects-${process.pid}-${name ?? randomBytes(6).toString('hex')}`));
+  }
+
+  /**
+   * Take over the staged objects of a batch named `name` that a killed
+   * process left behind, if one holds `marker` (written when it was complete):
+   * renamed to this process (only one process wins a rename), every object
+   * re-hashed, and handed back with the marker's contents.
+   */
+  async adopt(name: string, marker: string): Promise<{ batch: ObjectBatch; marker: Buffer } | undefined> {
+    const re = new RegExp(`^objects-(\\d+)-${name}$`);
+    for (const entry of readdirSync(this.tmpRoot)) {
+      const m = re.exec(entry);
+      if (!m || pidAlive(Number(m[1]))) continue;
+      const mine = join(this.tmpRoot, `objects-${process.pid}-${name}`);
+      try { renameSync(join(this.tmpRoot, entry), mine); } catch { continue; }
+      const batch = new ObjectBatch(this, mine);
+      try {
+        const content = readFileSync(join(mine, marker));
+        const staged = (JSON.parse(content.toString()) as { staged: Array<[string, string]> }).staged;
+        for (const [hex, file] of staged) {
+          const h = new FsVerityHasher();
+          for await (const chunk of createReadStream(join(mine, file))) h.update(chunk as Uint8Array);
+          if (toHex(h.digest()) !== hex) throw new Error(`staged object ${file} is damaged`);
+        }
+        batch.restore(staged.map(([hex, file]) => [hex, join(mine, file)]));
+        return { batch, marker: content };
+      } catch {
+        batch.discard(); // damaged or half-written: start over
+        return undefined;
+      }
+    }
+    return undefined;
   }
 }
 
@@ -93,6 +127,23 @@ export class ObjectBatch {
   private tmpPath(): string {
     if (!this.created) { mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 }); this.created = true; }
     return join(this.tmpDir, randomBytes(8).toString('hex'));
+  }
+
+  /** Objects staged so far, as [digest, file name in tmpDir]. */
+  stagedFiles(): Array<[string, string]> {
+    return [...this.staged].map(([hex, path]) => [hex, basename(path)]);
+  }
+
+  /** Take over files staged by another run (see ObjectStore.adopt). */
+  restore(files: Array<[string, string]>): void {
+    this.created = true;
+    for (const [hex, path] of files) this.staged.set(hex, path);
+  }
+
+  /** Write a file into the batch's directory (durably: it marks the batch complete). */
+  writeMarker(name: string, data: Uint8Array): void {
+    if (!this.created) { mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 }); this.created = true; }
+    writeFileAtomic(join(this.tmpDir, name), data);
   }
 
   /** True when the object is already stored or staged in this batch. */
