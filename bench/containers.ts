@@ -63,7 +63,7 @@ async function ensureSyntheticLayout(cache: string): Promise<string> {
 }
 
 /** The first n regular files (single link, not empty) of a tree, depth first in name order. */
-function pickFiles(root: string, n: number): string[] {
+export function pickFiles(root: string, n: number): string[] {
   const out: string[] = [];
   const walk = (rel: string): void => {
     for (const name of readdirSync(join(root, rel)).sort()) {
@@ -84,7 +84,7 @@ function pickFiles(root: string, n: number): string[] {
  * first picked file), 3 changed, 2 deleted, 1 chmod. `files` come from
  * pickFiles() on the image, so cowshed's and podman's containers get the same.
  */
-function makeTenChanges(rootfs: string, files: string[]): void {
+export function makeTenChanges(rootfs: string, files: string[]): void {
   const dir = dirname(files[0]!);
   for (let i = 0; i < 4; i++) writeFileSync(join(rootfs, dir, `bench-added-${i}`), `added ${i}\n`);
   for (const f of files.slice(0, 3)) appendFileSync(join(rootfs, f), 'changed\n');

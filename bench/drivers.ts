@@ -8,12 +8,13 @@
 // and big:v1 (debian:v1 plus a 100 MB file, committed); podman gets the same
 // two images. Each figure is one measure() call with one contender per
 // driver; driverTable() then lays the medians out as one table, figures as rows.
-import { appendFileSync, chmodSync, lstatSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { appendFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Store, type DriverName } from '../src/store/store.ts';
 import { containerDiff, createContainer, listContainers, removeContainer } from '../src/containers/containers.ts';
 import { commitContainer } from '../src/containers/commit.ts';
+import { pickFiles, makeTenChanges } from './containers.ts';
 import {
   type Benchmark, type BenchResult, type Contender, exec, measure, needTool, podman, ScratchFs,
 } from './lib.ts';
@@ -100,33 +101,6 @@ function writeBigFile(file: string): void {
     chunk.writeUInt32LE(i, 0); // no two chunks alike, so nothing dedups by accident
     appendFileSync(file, chunk);
   }
-}
-
-/** The first n regular files (single link, not empty) of a tree, depth first in name order. */
-function pickFiles(root: string, n: number): string[] {
-  const out: string[] = [];
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(join(root, rel)).sort()) {
-      if (out.length >= n) return;
-      const p = rel ? `${rel}/${name}` : name;
-      const st = lstatSync(join(root, p));
-      if (st.isDirectory()) walk(p);
-      else if (st.isFile() && st.nlink === 1 && st.size > 0) out.push(p);
-    }
-  };
-  walk('');
-  if (out.length < n) throw new Error(`${root}: fewer than ${n} regular files to change`);
-  return out;
-}
-
-/** 10 changes: 4 files added, 3 changed, 2 deleted, 1 chmod (as in the container benchmarks). */
-function makeTenChanges(rootfs: string, files: string[]): void {
-  const dir = dirname(files[0]!);
-  for (let i = 0; i < 4; i++) writeFileSync(join(rootfs, dir, `bench-added-${i}`), `added ${i}\n`);
-  for (const f of files.slice(0, 3)) appendFileSync(join(rootfs, f), 'changed\n');
-  for (const f of files.slice(3, 5)) rmSync(join(rootfs, f));
-  const f = join(rootfs, files[5]!);
-  chmodSync(f, lstatSync(f).mode & 0o7777 ^ 0o100);
 }
 
 function cowshedSide(cfg: Config, opts: DriverBenchOptions): Side {
