@@ -8,7 +8,7 @@
 // directories of a change as C.
 import { readdirSync, lstatSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { readXattrsRecursive } from '../util/xattrs.ts';
 import { type FsNode, S_IFMT, isDir, isReg, walk, compareNames } from '../tree/node.ts';
 
 export type ChangeKind = 'A' | 'C' | 'D';
@@ -16,37 +16,6 @@ export interface Change { kind: ChangeKind; path: string }
 
 const OPAQUE = 'trusted.overlay.opaque';
 const REDIRECT = 'trusted.overlay.redirect';
-const METACOPY = 'trusted.overlay.metacopy';
-
-/** The overlay's own xattrs on upper entries, read with one getfattr call. */
-export function overlayXattrs(upper: string): Map<string, Map<string, string>> {
-  let out = '';
-  try {
-    out = execFileSync('getfattr', ['-R', '-h', '-d', '-m', '^trusted\\.overlay\\.', '-e', 'text', '--absolute-names', upper], {
-      encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 256 << 20,
-    });
-  } catch (e) {
-    out = String((e as { stdout?: string }).stdout ?? '');
-  }
-  const map = new Map<string, Map<string, string>>();
-  let current: Map<string, string> | undefined;
-  for (const line of out.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      const path = unescapeGetfattr(line.slice(8));
-      current = new Map();
-      map.set(path === upper ? '' : path.slice(upper.length), current);
-    } else if (current && line.includes('=')) {
-      const i = line.indexOf('=');
-      current.set(line.slice(0, i), line.slice(i + 1).replace(/^"|"$/g, ''));
-    }
-  }
-  return map;
-}
-
-function unescapeGetfattr(s: string): string {
-  // getfattr escapes unusual bytes as \ooo (octal).
-  return Buffer.from(s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), 'latin1').toString('utf8');
-}
 
 const isWhiteout = (st: Stats): boolean => st.isCharacterDevice() && st.rdev === 0;
 
@@ -59,7 +28,11 @@ function exists(path: string): Stats | undefined {
  * of its image's mounted EROFS tree.
  */
 export function diffUpper(upper: string, lower: string): Change[] {
-  const xattrs = overlayXattrs(upper);
+  // The overlay's own xattrs on upper entries (opaque, redirect), keyed by path below upper.
+  const xattrs = new Map<string, Map<string, string>>();
+  for (const [path, xs] of readXattrsRecursive(upper, '^trusted\\.overlay\\.')) {
+    xattrs.set(path === upper ? '' : path.slice(upper.length), new Map([...xs].map(([k, v]) => [k, Buffer.from(v).toString()])));
+  }
   const changes: Change[] = [];
   const add = (kind: ChangeKind, path: string) => changes.push({ kind, path });
 
@@ -153,11 +126,6 @@ export function withParents(changes: Change[]): Change[] {
     }
   }
   return [...byPath].map(([path, kind]) => ({ kind, path })).sort((a, b) => compareNames(a.path, b.path));
-}
-
-/** Is this upper file only a metadata change (overlay metacopy, data still in the image)? */
-export function isMetacopy(xattrs: Map<string, Map<string, string>>, rel: string): boolean {
-  return xattrs.get(rel)?.has(METACOPY) ?? false;
 }
 
 /** Changes between two image trees (diff IMAGE1 IMAGE2). */

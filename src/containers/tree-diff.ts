@@ -3,24 +3,9 @@
 // the image's size; composefs and overlay read only what changed.
 import { readdirSync, lstatSync, readlinkSync, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { type FsNode, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, compareNames } from '../tree/node.ts';
-import { parseGetfattr } from '../util/xattrs.ts';
+import { readXattrsRecursive } from '../util/xattrs.ts';
 import { withParents, type Change } from './diff.ts';
-
-function allXattrs(dir: string): Map<string, Map<string, Uint8Array>> {
-  let text = '';
-  try {
-    text = execFileSync('getfattr', ['-R', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', dir], {
-      encoding: 'latin1', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 512 << 20,
-    });
-  } catch (e) {
-    text = String((e as { stdout?: string }).stdout ?? '');
-  }
-  const out = new Map<string, Map<string, Uint8Array>>();
-  parseGetfattr(text, out);
-  return out;
-}
 
 function sameXattrs(a: Map<string, Uint8Array>, b: Map<string, Uint8Array> | undefined): boolean {
   const bb = b ?? new Map<string, Uint8Array>();
@@ -48,7 +33,7 @@ function changed(n: FsNode, st: BigIntStats, path: string, x: Map<string, Uint8A
 }
 
 export function diffAgainstTree(rootfs: string, image: FsNode): Change[] {
-  const xattrs = allXattrs(rootfs);
+  const xattrs = readXattrsRecursive(rootfs);
   const changes: Change[] = [];
   const visit = (dir: string, rel: string, node: FsNode | undefined): void => {
     const names = readdirSync(dir).sort(compareNames);

@@ -6,7 +6,7 @@
 // way overlay2 does: short symlinks (overlay/l/<id>) and a relative lowerdir
 // list, mounted from inside overlay/.
 import {
-  createWriteStream, existsSync, lstatSync, mkdirSync, readlinkSync, renameSync, rmSync, symlinkSync, linkSync, copyFileSync,
+  createWriteStream, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, linkSync, copyFileSync,
 } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -165,16 +165,14 @@ export const overlayDriver: StorageDriver = {
     const dir = layersDir(store);
     if (!existsSync(dir)) return;
     const live = new Set(store.db.all<{ diff_id: string }>('SELECT DISTINCT diff_id FROM layers').map((r) => r.diff_id.replace(/^sha256:/, '')));
-    for (const name of execFileSync('ls', ['-A', dir], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
+    for (const name of readdirSync(dir)) {
       if (name === 'l' || live.has(name)) continue;
       rmSync(join(dir, name), { recursive: true, force: true });
     }
+    // Short links whose layer is gone point nowhere now.
     const links = join(dir, 'l');
     if (existsSync(links)) {
-      for (const l of execFileSync('ls', ['-A', links], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
-        if (!existsSync(join(links, l))) rmSync(join(links, l), { force: true });
-        else void readlinkSync(join(links, l));
-      }
+      for (const l of readdirSync(links)) if (!existsSync(join(links, l))) rmSync(join(links, l), { force: true });
     }
   },
 };

@@ -1,23 +1,18 @@
 // index.json of an OCI image layout: add a manifest under a tag, keeping the
 // layout's other images (a tag moves to the new manifest).
-import { readFile, rename, writeFile, mkdir, stat } from 'node:fs/promises';
+import { readFile, mkdir, stat } from 'node:fs/promises';
+import { writeFileAtomic } from '../util/fs.ts';
 import { join } from 'node:path';
 import { CowshedError, errno } from '../util/errors.ts';
 import { OCI_INDEX, OCI_LAYOUT_VERSION, REF_NAME_ANNOTATION } from './media-types.ts';
 import { parseIndex, type Descriptor } from './types.ts';
-
-async function writeAtomic(path: string, data: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
-}
 
 /** Create the layout's skeleton (oci-layout, blobs/sha256) if missing. */
 export async function initLayout(dir: string): Promise<void> {
   await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
   const layoutFile = join(dir, 'oci-layout');
   if (!(await stat(layoutFile).then(() => true, () => false))) {
-    await writeAtomic(layoutFile, JSON.stringify({ imageLayoutVersion: OCI_LAYOUT_VERSION }));
+    writeFileAtomic(layoutFile, JSON.stringify({ imageLayoutVersion: OCI_LAYOUT_VERSION }));
   }
 }
 
@@ -37,5 +32,5 @@ export async function addToIndex(dir: string, manifest: Descriptor, tag?: string
   const kept = existing.filter((d) => tag === undefined
     ? d.digest !== manifest.digest || d.annotations?.[REF_NAME_ANNOTATION] !== undefined
     : d.annotations?.[REF_NAME_ANNOTATION] !== tag);
-  await writeAtomic(indexFile, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [...kept, entry] }));
+  writeFileAtomic(indexFile, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [...kept, entry] }));
 }

@@ -4,7 +4,8 @@
 // layout's other images and replaces only the entry with the same tag.
 
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, rename, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, rename, stat } from 'node:fs/promises';
+import { writeFileAtomic } from '../util/fs.ts';
 import { join } from 'node:path';
 import { decompress, detectCompression, MAGIC_BYTES } from './compression.ts';
 import { digestOfStream, sha256Digest, validateDigest } from './digest.ts';
@@ -30,17 +31,11 @@ export interface LayoutImageInput {
   annotations?: Record<string, string>;
 }
 
-async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
-}
-
 async function writeBlob(dir: string, data: Uint8Array): Promise<string> {
   const digest = sha256Digest(data);
   const path = join(dir, 'blobs', 'sha256', digest.slice(7));
   const exists = await stat(path).then(() => true, () => false);
-  if (!exists) await writeFileAtomic(path, data);
+  if (!exists) writeFileAtomic(path, data);
   return digest;
 }
 

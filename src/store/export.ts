@@ -4,17 +4,17 @@
 // compressed afresh (gzip by default) for OCI destinations, and stored
 // uncompressed in docker archives, as docker save does. The config is
 // written unchanged, so diff IDs, history and runtime config carry over.
-import { createWriteStream, mkdtempSync, rmSync, renameSync, statSync, createReadStream, writeFileSync, readdirSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync, renameSync, statSync, createReadStream, readdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join, basename } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import type { Store } from './store.ts';
 import { compress } from '../oci/compression.ts';
-import { sha256Digest } from '../oci/digest.ts';
 import { OCI_CONFIG, OCI_MANIFEST, ociLayerMediaType } from '../oci/media-types.ts';
 import type { Descriptor, Manifest } from '../oci/types.ts';
 import { addToIndex, initLayout } from '../oci/layout-index.ts';
+import { writeOciBlob } from '../oci/layout-writer.ts';
 import { writeTar, type TarHeaderInput } from '../tar/writer.ts';
 import { fail } from '../util/errors.ts';
 import { asSpaceError } from '../util/fs.ts';
@@ -75,7 +75,7 @@ async function exportLayout(store: Store, ref: string, dir: string, tag: string 
     bytes += blob.size;
   }
   const configBytes = store.blobs.get(info.configDigest);
-  const configDigest = writeBlob(blobs, configBytes);
+  const configDigest = await writeOciBlob(dir, configBytes);
   const manifest: Manifest = {
     schemaVersion: 2,
     mediaType: OCI_MANIFEST,
@@ -83,17 +83,9 @@ async function exportLayout(store: Store, ref: string, dir: string, tag: string 
     layers,
   };
   const manifestBytes = Buffer.from(JSON.stringify(manifest));
-  const manifestDigest = writeBlob(blobs, manifestBytes);
+  const manifestDigest = await writeOciBlob(dir, manifestBytes);
   await addToIndex(dir, { mediaType: OCI_MANIFEST, digest: manifestDigest, size: manifestBytes.length }, tag);
   return { dest: `oci:${dir}`, manifestDigest, layers: layers.length, bytes };
-}
-
-function writeBlob(dir: string, data: Buffer): string {
-  const digest = sha256Digest(data);
-  const tmp = join(dir, `.tmp-${process.pid}-${digest.slice(7, 19)}`);
-  writeFileSync(tmp, data);
-  renameSync(tmp, join(dir, digest.slice(7)));
-  return digest;
 }
 
 /** Stream into a temp file while hashing, then rename it to its digest. */

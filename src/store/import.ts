@@ -124,7 +124,7 @@ export interface BuildSpec {
  */
 export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOptions = {}): Promise<ImportResult> {
   const { db } = store;
-  const batch = store.objects.batch();
+  // One batch per layer (named by diff ID, so a killed run's finished layers can be taken over).
   const layerBatches: ObjectBatch[] = [];
   try {
     const builder = new LayerTreeBuilder(spec.base?.tree);
@@ -170,7 +170,6 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     store.blobs.put(meta.config.bytes, meta.config.digest);
     const objectsBlob = store.blobs.put(Buffer.from(JSON.stringify([...objects.keys()])));
     for (const b of layerBatches) await b.commit();
-    await batch.commit();
 
     // On top of a base, only the new objects need rows; the rest are the base's.
     const base = spec.base;
@@ -186,13 +185,11 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
       recordImage(store, meta, spec.name, cfs, entries, logicalSize, layers,
         base ? { copyFrom: base.imageId, added: added.map(([hex]) => hex) } : { all: [...objects.keys()] });
     });
-    const written = [batch, ...layerBatches];
     return {
       id, name: spec.name, composefs: cfs, entries, logicalSize, reused: false,
-      objectsWritten: written.reduce((a, b) => a + b.objectsWritten, 0), bytesWritten: written.reduce((a, b) => a + b.bytesWritten, 0),
+      objectsWritten: layerBatches.reduce((a, b) => a + b.objectsWritten, 0), bytesWritten: layerBatches.reduce((a, b) => a + b.bytesWritten, 0),
     };
   } catch (e) {
-    batch.discard();
     for (const b of layerBatches) b.discard();
     throw e;
   }

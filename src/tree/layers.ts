@@ -5,27 +5,16 @@
 // duplicates) are refused: the tree is built in memory, so nothing is ever
 // written outside the store, but an image that tries it is not imported.
 import { CowshedError } from '../util/errors.ts';
+import type { TarEntry, TarEntryType } from '../tar/reader.ts';
 import {
   type FsNode, newNode, makedev, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFMT, isDir,
 } from './node.ts';
 
-export type EntryType = 'file' | 'hardlink' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
+export type EntryType = TarEntryType;
 
-/** What the tree needs of one tar entry (a subset of the tar reader's TarEntry). */
-export interface EntryMeta {
-  path: string;
-  type: EntryType;
-  linkname: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  devmajor: number;
-  devminor: number;
-  xattrs: Map<string, Uint8Array>;
-}
+/** What the tree needs of one tar entry. */
+export type EntryMeta = Pick<TarEntry,
+  'path' | 'type' | 'linkname' | 'mode' | 'uid' | 'gid' | 'size' | 'mtimeSec' | 'mtimeNsec' | 'devmajor' | 'devminor' | 'xattrs'>;
 
 /** Content of a regular file, decided by the importer. */
 export interface FileContent {

@@ -24,6 +24,24 @@ export function readXattrs(paths: string[]): Map<string, Map<string, Uint8Array>
   return out;
 }
 
+/**
+ * Every xattr (or those whose names match `pattern`, a getfattr regex)
+ * below dir, keyed by absolute path, with one getfattr process.
+ */
+export function readXattrsRecursive(dir: string, pattern = '-'): Map<string, Map<string, Uint8Array>> {
+  let text = '';
+  try {
+    text = execFileSync('getfattr', ['-R', '-h', '-d', '-m', pattern, '-e', 'hex', '--absolute-names', dir], {
+      encoding: 'latin1', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 512 << 20,
+    });
+  } catch (e) {
+    text = String((e as { stdout?: string }).stdout ?? '');
+  }
+  const out = new Map<string, Map<string, Uint8Array>>();
+  parseGetfattr(text, out);
+  return out;
+}
+
 /** Parse `getfattr -d -e hex` output (names may be \\ooo-escaped). */
 export function parseGetfattr(text: string, into: Map<string, Map<string, Uint8Array>>): void {
   let current: Map<string, Uint8Array> | undefined;
