@@ -91,9 +91,10 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .argument('<container>').argument('<name>')
     .option('-m, --message <text>', 'commit message (history comment)')
     .option('-a, --author <name>', 'author')
-    .action(async (ctr: string, name: string, o: { message?: string; author?: string }) => withStore(async (s) => {
+    .option('--no-pause', 'do not freeze a running container while it is read')
+    .action(async (ctr: string, name: string, o: { message?: string; author?: string; pause: boolean }) => withStore(async (s) => {
       const { commitContainer } = await import('../containers/commit.ts');
-      const r = await commitContainer(s, ctr, name, { message: o.message, author: o.author });
+      const r = await commitContainer(s, ctr, name, { message: o.message, author: o.author, pause: o.pause });
       say(r.id);
     }));
 }

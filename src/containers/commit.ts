@@ -4,16 +4,16 @@
 // its mount. That layer goes through the same import path as any layer, on
 // top of the parent image's tree: only changed files are hashed and stored,
 // one new composefs image is written, and the parent's layers are reused.
-import { createReadStream, lstatSync, readFileSync, readlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { createReadStream, readFileSync } from 'node:fs';
 import type { Store } from '../store/store.ts';
 import { buildImage, type ImportResult, type LayerRecord } from '../store/import.ts';
-import { resolveContainer } from './containers.ts';
+import { diffOf, resolveContainer, type ContainerRow } from './containers.ts';
 import { driverFor } from '../drivers/driver.ts';
 import type { Change } from './diff.ts';
 import { readComposefsImage } from '../composefs/erofs-reader.ts';
 import { writeTar, type TarHeaderInput } from '../tar/writer.ts';
 import { readXattrs } from '../util/xattrs.ts';
+import { BeneathRoot } from '../util/beneath.ts';
 import { normalizeName } from '../store/names.ts';
 import { sha256Digest } from '../oci/digest.ts';
 import {
@@ -27,6 +27,8 @@ import { major, minor } from '../tree/node.ts';
 export interface CommitOptions {
   message?: string;
   author?: string;
+  /** Freeze a running container while it is read (default true, as podman commit). */
+  pause?: boolean;
 }
 
 const TO_OCI: Record<string, string> = { [DOCKER_LAYER_TAR]: OCI_LAYER_TAR, [DOCKER_LAYER_TAR_GZIP]: OCI_LAYER_TAR_GZIP };
@@ -34,10 +36,18 @@ const TO_OCI: Record<string, string> = { [DOCKER_LAYER_TAR]: OCI_LAYER_TAR, [DOC
 export async function commitContainer(store: Store, ref: string, name: string, opts: CommitOptions = {}): Promise<ImportResult> {
   const c = resolveContainer(store, ref);
   const finalName = normalizeName(name);
+  if (c.state === 'running' && opts.pause !== false) {
+    const { whilePaused } = await import('./runtime.ts');
+    return whilePaused(c.id, () => commitResolved(store, c, finalName, opts));
+  }
+  return commitResolved(store, c, finalName, opts);
+}
+
+async function commitResolved(store: Store, c: ContainerRow, finalName: string, opts: CommitOptions): Promise<ImportResult> {
   const driver = driverFor(store);
   const cref = { id: c.id, imageId: c.image_id, composefs: c.composefs };
   const rootfs = driver.mount(store, cref);
-  const changes = driver.diff(store, cref);
+  const changes = diffOf(store, cref, c.name);
 
   const parentManifest = JSON.parse(store.blobs.get(c.image_id).toString()) as Manifest;
   const parentConfigDigest = store.db.get<{ config_digest: string }>('SELECT config_digest FROM images WHERE id = ?', c.image_id)?.config_digest;
@@ -49,7 +59,7 @@ export async function commitContainer(store: Store, ref: string, name: string, o
   ).map((r) => [r.digest, r.size] as [string, number]));
   const tree = readComposefsImage(readFileSync(store.imagePath(c.composefs)));
 
-  const layerEntries = changeEntries(changes, rootfs);
+  const layerEntries = changeEntries(changes, rootfs, `container ${c.name}`);
   const lease = await acquireLease(store.db, 'write');
   try {
     return await buildImage(store, {
@@ -94,48 +104,72 @@ export async function commitContainer(store: Store, ref: string, name: string, o
   }
 }
 
-/** The layer's entries: whiteouts for deletions, the container's current state for the rest. */
-function changeEntries(changes: Change[], merged: string): () => Generator<{ header: TarHeaderInput; body?: AsyncIterable<Uint8Array> }> {
-  const present = changes.filter((ch) => ch.kind !== 'D').map((ch) => join(merged, ch.path));
-  const xattrs = readXattrs(present);
-  return function* () {
-    const firstName = new Map<bigint, string>();
-    for (const ch of changes) {
-      const rel = ch.path.slice(1);
-      if (ch.kind === 'D') {
-        const slash = rel.lastIndexOf('/');
-        yield { header: { path: `${rel.slice(0, slash + 1)}.wh.${rel.slice(slash + 1)}`, type: 'file', mode: 0o644, size: 0 } };
-        continue;
-      }
-      const full = join(merged, ch.path);
-      const st = lstatSync(full, { bigint: true });
-      const base: TarHeaderInput = {
-        path: rel, type: 'file', mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid),
-        mtimeSec: Number(st.mtimeNs / 1_000_000_000n), mtimeNsec: Number(st.mtimeNs % 1_000_000_000n),
-        xattrs: xattrs.get(full) ?? new Map(),
-      };
-      if (st.isDirectory()) {
-        yield { header: { ...base, type: 'dir' } };
-      } else if (st.isSymbolicLink()) {
-        yield { header: { ...base, type: 'symlink', linkname: readlinkSync(full) } };
-      } else if (st.isFile()) {
-        if (st.nlink > 1n) {
-          const first = firstName.get(st.ino);
-          if (first !== undefined) {
-            yield { header: { ...base, type: 'hardlink', linkname: first, xattrs: new Map() } };
+/** Changes whose xattrs are read by one getfattr. */
+const XATTR_BATCH = 512;
+
+/**
+ * The layer's entries: whiteouts for deletions, the container's current
+ * state for the rest. Everything is read through `BeneathRoot`, so a
+ * container that swaps a directory for a symlink while this runs makes the
+ * commit fail instead of putting host files in the image.
+ */
+export function changeEntries(changes: Change[], merged: string, what: string): () => AsyncGenerator<{ header: TarHeaderInput; body?: AsyncIterable<Uint8Array> }> {
+  return async function* () {
+    const root = new BeneathRoot(merged, what);
+    try {
+      const firstName = new Map<bigint, string>();
+      const notDirs = new Set<string>();
+      for (let i = 0; i < changes.length; i += XATTR_BATCH) {
+        root.trim();
+        const batch = changes.slice(i, i + XATTR_BATCH);
+        const present = batch.filter((ch) => ch.kind !== 'D').map((ch) => ch.path);
+        const byProcPath = readXattrs(present.map((p) => root.path(p, true)));
+        const xattrs = new Map(present.map((p) => [p, byProcPath.get(root.path(p, true))] as const));
+        for (const ch of batch) {
+          const rel = ch.path.slice(1);
+          if (ch.kind === 'D') {
+            const slash = rel.lastIndexOf('/');
+            yield { header: { path: `${rel.slice(0, slash + 1)}.wh.${rel.slice(slash + 1)}`, type: 'file', mode: 0o644, size: 0 } };
             continue;
           }
-          firstName.set(st.ino, rel);
+          // A directory seen as something else earlier in this read has changed since the diff.
+          for (let k = rel.indexOf('/'); k > 0; k = rel.indexOf('/', k + 1)) {
+            if (notDirs.has(rel.slice(0, k))) throw root.changed(rel.slice(0, k), 'it was a directory when the changes were listed');
+          }
+          const st = root.lstat(rel);
+          if (!st.isDirectory()) notDirs.add(rel);
+          const base: TarHeaderInput = {
+            path: rel, type: 'file', mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid),
+            mtimeSec: Number(st.mtimeNs / 1_000_000_000n), mtimeNsec: Number(st.mtimeNs % 1_000_000_000n),
+            xattrs: xattrs.get(ch.path) ?? new Map(),
+          };
+          if (st.isDirectory()) {
+            yield { header: { ...base, type: 'dir' } };
+          } else if (st.isSymbolicLink()) {
+            yield { header: { ...base, type: 'symlink', linkname: root.readlink(rel) } };
+          } else if (st.isFile()) {
+            if (st.nlink > 1n) {
+              const first = firstName.get(st.ino);
+              if (first !== undefined) {
+                yield { header: { ...base, type: 'hardlink', linkname: first, xattrs: new Map() } };
+                continue;
+              }
+              firstName.set(st.ino, rel);
+            }
+            // Read exactly the size recorded: a file that shrinks meanwhile fails the tar writer's length check.
+            const body = st.size > 0n ? createReadStream('', { fd: root.openFile(rel, st), start: 0, end: Number(st.size) - 1 }) : undefined;
+            yield { header: { ...base, size: Number(st.size) }, body };
+          } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+            const rdev = Number(st.rdev);
+            yield { header: { ...base, type: st.isCharacterDevice() ? 'char' : 'block', devmajor: major(rdev), devminor: minor(rdev) } };
+          } else if (st.isFIFO()) {
+            yield { header: { ...base, type: 'fifo' } };
+          }
+          // Sockets cannot be put in a layer (nor does podman commit them).
         }
-        yield { header: { ...base, size: Number(st.size) }, body: st.size > 0n ? createReadStream(full) : undefined };
-      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-        const rdev = Number(st.rdev);
-        yield { header: { ...base, type: st.isCharacterDevice() ? 'char' : 'block', devmajor: major(rdev), devminor: minor(rdev) } };
-      } else if (st.isFIFO()) {
-        yield { header: { ...base, type: 'fifo' } };
       }
-      // Sockets cannot be put in a layer (nor does podman commit them).
+    } finally {
+      root.close();
     }
   };
 }
-

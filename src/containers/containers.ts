@@ -8,7 +8,7 @@ import type { Store } from '../store/store.ts';
 import { containerPaths } from '../drivers/composefs.ts';
 import { driverFor, type ContainerRef } from '../drivers/driver.ts';
 import type { Change } from './diff.ts';
-import { CowshedError, fail } from '../util/errors.ts';
+import { CowshedError, errno, fail } from '../util/errors.ts';
 
 export interface ContainerInfo {
   id: string;
@@ -24,7 +24,7 @@ export interface ContainerInfo {
   rootfs: string;
 }
 
-interface Row { id: string; name: string; image_id: string; composefs: string; created: number; mounted: number; state: string; exit_code: number | null }
+export interface ContainerRow { id: string; name: string; image_id: string; composefs: string; created: number; mounted: number; state: string; exit_code: number | null }
 
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
@@ -84,18 +84,18 @@ export function findContainer(store: Store, ref: string): ContainerInfo | undefi
 }
 
 /** Find a container by id, unique id prefix, or name. */
-export function resolveContainer(store: Store, ref: string): Row {
-  const byName = store.db.get<Row>('SELECT * FROM containers WHERE name = ?', ref);
+export function resolveContainer(store: Store, ref: string): ContainerRow {
+  const byName = store.db.get<ContainerRow>('SELECT * FROM containers WHERE name = ?', ref);
   if (byName) return byName;
   if (/^[0-9a-f]{3,64}$/.test(ref)) {
-    const rows = store.db.all<Row>("SELECT * FROM containers WHERE id LIKE ? || '%'", ref);
+    const rows = store.db.all<ContainerRow>("SELECT * FROM containers WHERE id LIKE ? || '%'", ref);
     if (rows.length === 1) return rows[0]!;
     if (rows.length > 1) fail('EINVAL', `container id prefix ${ref} is ambiguous`);
   }
   return fail('ENOENT', `no such container: ${ref}`);
 }
 
-function toInfo(store: Store, r: Row): ContainerInfo {
+function toInfo(store: Store, r: ContainerRow): ContainerInfo {
   const imageNames = store.db.all<{ name: string }>('SELECT name FROM tags WHERE image_id = ? ORDER BY name', r.image_id).map((t) => t.name);
   return {
     id: r.id, name: r.name, imageId: r.image_id, imageNames, composefs: r.composefs, created: r.created,
@@ -109,11 +109,11 @@ export function getContainer(store: Store, ref: string): ContainerInfo {
 
 export function listContainers(store: Store, opts: { all?: boolean } = {}): ContainerInfo[] {
   // Like podman ps: without --all, only running containers.
-  const rows = store.db.all<Row>(opts.all ? 'SELECT * FROM containers ORDER BY created DESC' : "SELECT * FROM containers WHERE state = 'running' ORDER BY created DESC");
+  const rows = store.db.all<ContainerRow>(opts.all ? 'SELECT * FROM containers ORDER BY created DESC' : "SELECT * FROM containers WHERE state = 'running' ORDER BY created DESC");
   return rows.map((r) => toInfo(store, r));
 }
 
-const refOf = (r: Row): ContainerRef => ({ id: r.id, imageId: r.image_id, composefs: r.composefs });
+const refOf = (r: ContainerRow): ContainerRef => ({ id: r.id, imageId: r.image_id, composefs: r.composefs });
 
 export function mount(store: Store, name: string): string {
   return driverFor(store).mount(store, refOf(resolveContainer(store, name)));
@@ -125,7 +125,24 @@ export function unmount(store: Store, name: string): void {
 
 /** What a container changed since it was created from its image. */
 export function containerDiff(store: Store, name: string): Change[] {
-  return driverFor(store).diff(store, refOf(resolveContainer(store, name)));
+  const c = resolveContainer(store, name);
+  return diffOf(store, refOf(c), c.name);
+}
+
+/**
+ * The driver's diff, where a running container that removes or replaces a
+ * directory while it is walked gets a typed error rather than a raw ENOENT.
+ */
+export function diffOf(store: Store, ref: ContainerRef, name: string): Change[] {
+  try {
+    return driverFor(store).diff(store, ref);
+  } catch (e) {
+    const code = errno(e);
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') {
+      throw new CowshedError('EBUSY', `container ${name} changed while it was read (${code} at ${(e as { path?: string }).path ?? '?'}); stop the container and try again`, { cause: e });
+    }
+    throw e;
+  }
 }
 
 export function removeContainer(store: Store, ref: string, opts: { force?: boolean } = {}): string {

@@ -5,7 +5,7 @@ import type { Store } from '../store/store.ts';
 import { createContainer, removeContainer } from './containers.ts';
 import { containerPaths, verifyImage } from '../drivers/composefs.ts';
 import { runtimeSpec, writeBundle } from './bundle.ts';
-import { runContainer, type RuntimeName, type RunContainerResult } from './runtime.ts';
+import { runContainer, runtimeId, type RuntimeName, type RunContainerResult } from './runtime.ts';
 
 export interface RunOptions {
   name?: string;
@@ -36,7 +36,7 @@ export async function runImage(store: Store, imageRef: string, opts: RunOptions 
     await writeBundle(bundle, spec);
     store.db.tx(() => store.db.run("UPDATE containers SET state = 'running' WHERE id = ?", c.id));
     try {
-      result = await runContainer({ bundle, id: `cowshed-${c.id.slice(0, 32)}`, runtime: opts.runtime, stdio: opts.stdio, signal: opts.signal });
+      result = await runContainer({ bundle, id: runtimeId(c.id), runtime: opts.runtime, stdio: opts.stdio, signal: opts.signal });
     } finally {
       store.db.tx(() => store.db.run("UPDATE containers SET state = 'exited', exit_code = ? WHERE id = ?", result?.exitCode ?? null, c.id));
     }

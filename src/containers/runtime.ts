@@ -143,6 +143,28 @@ function hybridCgroups(): boolean {
   return existsSync('/sys/fs/cgroup/unified') && !existsSync('/sys/fs/cgroup/cgroup.controllers');
 }
 
+/** The runtime's id for a cowshed container. */
+export const runtimeId = (containerId: string): string => `cowshed-${containerId.slice(0, 32)}`;
+
+/**
+ * Freezes a running container (cgroup freezer) while `fn` runs, as podman
+ * commit does by default: what is read is one moment of it. A container
+ * that is not running under the runtime (exited, or never run) is left be.
+ */
+export async function whilePaused<T>(containerId: string, fn: () => Promise<T>): Promise<T> {
+  const id = runtimeId(containerId);
+  let pausedWith: RuntimeName | undefined;
+  for (const runtime of ['runc', 'crun'] as const) {
+    const r = spawnSync(runtime, ['pause', id], { stdio: 'ignore', timeout: 30_000 });
+    if (r.error === undefined && r.status === 0) { pausedWith = runtime; break; }
+  }
+  try {
+    return await fn();
+  } finally {
+    if (pausedWith) spawnSync(pausedWith, ['resume', id], { stdio: 'ignore', timeout: 30_000 });
+  }
+}
+
 function runtimeHasContainer(runtime: RuntimeName, id: string): boolean {
   const r = spawnSync(runtime, ['state', id], { stdio: 'ignore', timeout: 30_000 });
   return r.error === undefined && r.status === 0;

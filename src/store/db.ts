@@ -2,6 +2,8 @@
 // SQLite in WAL mode so that concurrent CLI processes read while one writes;
 // writers serialise on BEGIN IMMEDIATE and wait (busy timeout) for each other.
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { chmodSync, existsSync, statSync, writeFileSync } from 'node:fs';
+import { errno } from '../util/errors.ts';
 
 const SCHEMA_VERSION = 1;
 
@@ -96,6 +98,10 @@ export class Db {
   private statements = new Map<string, StatementSync>();
 
   constructor(file: string) {
+    // Owner-only, whatever the umask: SQLite gives the -wal and -shm files
+    // the database file's mode.
+    try { writeFileSync(file, '', { flag: 'wx', mode: 0o600 }); } catch (e) { if (errno(e) !== 'EEXIST') throw e; }
+    if ((statSync(file).mode & 0o077) !== 0) for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
     this.sql = new DatabaseSync(file, { timeout: 30_000 });
     this.sql.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
     this.tx(() => {

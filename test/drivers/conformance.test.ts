@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { cowshed, cowshedOk, tempDir, removeTree, lastLine } from '../helpers/cli.ts';
 import { listTree, compareTrees } from '../helpers/tree-listing.ts';
 import { buildEdgeImage } from '../fixtures/edge-image.ts';
+import { loopFs } from '../helpers/loop-fs.ts';
 
 interface Case { name: string; driver: string; fs?: 'btrfs' | 'xfs'; exactTimes: boolean }
 const CASES: Case[] = [
@@ -22,15 +23,6 @@ const CASES: Case[] = [
 ];
 
 const sh = (cmd: string, cwd: string): void => { execFileSync('sh', ['-ec', cmd], { cwd, stdio: 'inherit' }); };
-
-function loopFs(dir: string, kind: 'btrfs' | 'xfs'): string {
-  const img = `${dir}.img`;
-  execFileSync('truncate', ['-s', '2G', img]);
-  execFileSync(kind === 'btrfs' ? 'mkfs.btrfs' : 'mkfs.xfs', kind === 'btrfs' ? ['-q', '-f', img] : ['-q', '-f', '-m', 'reflink=1', img]);
-  mkdirSync(dir, { recursive: true });
-  execFileSync('mount', ['-o', 'loop', img, dir]);
-  return dir;
-}
 
 describe('storage driver conformance', () => {
   let work: string;
