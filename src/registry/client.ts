@@ -239,7 +239,7 @@ export class RegistryClient {
     if (!refresh && this.tokens.has(key)) return `Bearer ${this.tokens.get(key)}`;
     const realm = c.params.realm;
     if (!realm) throw new CowshedError('EFORMAT', `${this.registry}: bearer challenge without a realm`);
-    const u = new URL(realm);
+    const u = this.httpUrl(realm, 'token realm');
     if (c.params.service) u.searchParams.set('service', c.params.service);
     for (const s of scopes) u.searchParams.append('scope', s);
     const headers: Record<string, string> = {};
@@ -482,7 +482,15 @@ export class RegistryClient {
     return false;
   }
 
-  private resolveLocation(loc: string): string { return new URL(loc, this.base).toString(); }
+  private resolveLocation(loc: string): string { return this.httpUrl(loc, 'upload location').toString(); }
+
+  /** A URL the registry gave (realm, Location), relative to it; only http(s) is followed. */
+  private httpUrl(text: string, what: string): URL {
+    let u: URL;
+    try { u = new URL(text, this.base); } catch { throw new CowshedError('EFORMAT', `${this.registry}: the ${what} ${JSON.stringify(text.slice(0, 200))} is not a URL`); }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new CowshedError('EFORMAT', `${this.registry}: the ${what} ${JSON.stringify(text.slice(0, 200))} is not an http(s) URL`);
+    return u;
+  }
 
   /** Starts an upload; returns the session URL. */
   async startUpload(repo: string): Promise<string> {
@@ -505,7 +513,7 @@ export class RegistryClient {
 
   /** Completes an upload with the blob's digest (and the last bytes, if any). */
   async finishUpload(repo: string, session: string, digest: string, last?: Buffer): Promise<void> {
-    const u = new URL(session);
+    const u = this.httpUrl(session, 'upload location');
     u.searchParams.set('digest', digest);
     const res = await this.request('PUT', u.toString(), {
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(last?.length ?? 0) },

@@ -85,3 +85,27 @@ describe('credentials', () => {
     assert.equal(new RegistryClient('127.0.0.1:5000', '127.0.0.1:5000', { tlsVerify: false }).base, 'http://127.0.0.1:5000');
   });
 });
+
+describe('hostile registry answers', () => {
+  // Found by the fuzz campaign: a bearer realm that is not a URL crashed the pull with a TypeError.
+  test('a token realm that is not an http(s) URL is a one-line EFORMAT, not a crash', async () => {
+    const { startHostileRegistry } = await import('../reliability/hostile-registry.ts');
+    const { pullImage } = await import('../../src/registry/pull.ts');
+    const { Store } = await import('../../src/store/store.ts');
+    const reg = await startHostileRegistry();
+    const dir = tempDir();
+    const store = await Store.open(join(dir, 'store'));
+    try {
+      const challenge = (realm: string) => ({ status: 401, challenge: -1, contentType: 0, digestHeader: 'none' as const, length: 'right' as const, body: 'empty' as const, flips: [], location: 0, contentRange: 0, wwwAuthenticate: realm });
+      for (const realm of ['Bearer realm="file:///etc/passwd"', 'Bearer realm="http://[::1"', 'Bearer realm="javascript:alert(1)"']) {
+        reg.script = { ping: challenge(realm), manifest: challenge(realm) };
+        await assert.rejects(pullImage(store, `127.0.0.1:${reg.port}/fuzz/img:v1`, { tlsVerify: false, client: { maxAttempts: 1 } }),
+          (e: { code?: string; message?: string }) => e.code === 'EFORMAT' && /token realm .* is not (an http\(s\) URL|a URL)/.test(e.message ?? '') && !e.message!.includes('\n'), realm);
+      }
+    } finally {
+      store.close();
+      await reg.close();
+      removeTree(dir);
+    }
+  });
+});

@@ -26,6 +26,8 @@ import { Store } from '../../src/store/store.ts';
 import { fsck } from '../../src/store/fsck.ts';
 import { writeFileAtomic } from '../../src/util/fs.ts';
 import { tarArchive, type RawEntry, type RawType } from './tar-bytes.ts';
+import { pullImage } from '../../src/registry/pull.ts';
+import { scriptArb, startHostileRegistry, type HostileRegistry, type Script } from './hostile-registry.ts';
 
 import type { FuzzTarget } from './fuzz.ts';
 
@@ -197,6 +199,7 @@ async function loadSeeds(target: FuzzTarget, dir: string): Promise<Buffer[]> {
     case 'erofs': return filesIn(join(dir, 'erofs'));
     case 'oci-json': return filesIn(join(dir, 'json'));
     case 'decompress': return filesIn(join(dir, 'compressed'));
+    case 'registry': return [];
   }
 }
 
@@ -254,11 +257,20 @@ async function execute(target: FuzzTarget, input: Buffer, aux: number): Promise<
       await store.importImage(`tar:${file}`, `fuzz:${aux % 4}`);
       return;
     }
+    case 'registry': {
+      // A pull from a registry that answers as the input says; what it accepts is removed again, so the next pull fetches.
+      registry!.script = JSON.parse(input.toString()) as Script;
+      const ref = `127.0.0.1:${registry!.port}/fuzz/img:v1`;
+      await pullImage(importState!.store, ref, { tlsVerify: false, client: { maxAttempts: 2, retryDelayMs: 1, idleTimeoutMs: 500 } });
+      importState!.store.removeImage(ref);
+      return;
+    }
   }
 }
 
-/** The import target's store, in a temp dir the fs guard lets it write to. */
+/** The import and registry targets' store, in a temp dir the fs guard lets it write to. */
 let importState: { dir: string; store: Store; input: string } | undefined;
+let registry: HostileRegistry | undefined;
 
 // The classic escapes, combined: names, link targets and types that try to leave the root.
 const HOSTILE_NAMES = ['a', 'a/b', 'a/b/c', 'link', 'link/file', 'link/sub/file', '../escape', '/abs', './../x', 'a/../../x', 'dev/null', '.', './', 'a/./b',
@@ -275,6 +287,7 @@ function inputArb(target: FuzzTarget, seeds: Buffer[]): fc.Arbitrary<Buffer> {
   const random = fc.uint8Array({ maxLength: 2048 }).map((a) => Buffer.from(a));
   const isTar = target === 'tar' || target === 'import';
   const fields = isTar ? TAR_FIELDS : [];
+  if (target === 'registry') return scriptArb;
   const mutated = seeds.length === 0 ? random : fc.tuple(fc.nat(seeds.length - 1), fc.array(mutationArb, { minLength: 1, maxLength: 6 }), fc.boolean())
     .map(([i, ms, fix]) => {
       const b = mutate(seeds[i], ms, fields);
@@ -328,7 +341,8 @@ async function main(): Promise<void> {
   const [target, seedArg, runsArg, seedsDir, progressFile, findingsDir] = process.argv.slice(2) as [FuzzTarget, string, string, string, string, string];
   const seeds = await loadSeeds(target, seedsDir);
   let allowed: string | undefined;
-  if (target === 'import') {
+  if (target === 'registry') registry = await startHostileRegistry();
+  if (target === 'import' || target === 'registry') {
     // Inside the campaign's work dir (next to the seeds), which the parent removes even if this child dies.
     const dir = fs.mkdtempSync(join(seedsDir, '..', 'import-'));
     importState = { dir, store: await Store.open(join(dir, 'store')), input: join(dir, 'input.tar') };
@@ -395,6 +409,7 @@ async function main(): Promise<void> {
     importState.store.close();
     realRmSync(importState.dir, { recursive: true, force: true });
   }
+  await registry?.close();
   process.stdout.write(JSON.stringify({ target, executions, accepted, refused: Object.fromEntries(refused), seeds: seeds.length, findings }) + '\n');
 }
 

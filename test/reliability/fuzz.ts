@@ -31,7 +31,7 @@ export interface FuzzTargetFigures {
   notes: string;
 }
 
-export const FUZZ_TARGETS = ['tar', 'tar-split', 'dump', 'erofs', 'oci-json', 'decompress', 'import'] as const;
+export const FUZZ_TARGETS = ['tar', 'tar-split', 'dump', 'erofs', 'oci-json', 'decompress', 'import', 'registry'] as const;
 export type FuzzTarget = typeof FUZZ_TARGETS[number];
 
 /** Builds the seed corpus: real tars (PAX, GNU, ustar, hostile), dump vectors, EROFS images, OCI JSON, compressed tars. */
@@ -136,7 +136,8 @@ export async function fuzzCampaign(opts: { runs: number; seed: number; targets?:
     const results: FuzzTargetFigures[] = [];
     for (const t of opts.targets ?? FUZZ_TARGETS) {
       // An import (a store transaction per input) costs ~20 parser runs: it gets a fifth of the inputs.
-      const runs = t === 'import' ? Math.ceil(opts.runs / 5) : opts.runs;
+      // A pull from the hostile registry (a few HTTP round trips and a store transaction) likewise.
+      const runs = t === 'import' || t === 'registry' ? Math.ceil(opts.runs / 5) : opts.runs;
       const r = await runTarget(t, opts.seed, runs, seeds, findingsDir);
       const codes = Object.entries(r.refused).map(([c, n]) => `${c} ${n}`).join(', ');
       log(`fuzz ${t}: ${r.executions} executions from ${r.seeds} seeds in ${(r.ms / 1000).toFixed(1)} s: ${r.accepted} accepted, refused ${codes || 'none'}; ${r.findings.length} findings`);
