@@ -1,12 +1,15 @@
 // Concurrency: rounds of eight cowshed processes at once on one store
-// (imports of overlapping images, create, commit, rmi, gc, run, rm, tag).
+// (imports and registry pulls of overlapping images, create, commit, rmi, gc,
+// run, rm, tag).
 // No process may hang; each exits 0 or with one expected line (busy, locked);
 // after each round fsck is clean, every image that was not removed is still
 // there and reads, and what succeeded is visible.
+import { execFileSync } from 'node:child_process';
 import { writeFileSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { cowshed, cowshedOk, debianFixture, lastLine, removeTree, tempDir } from '../helpers/cli.ts';
 import { buildEdgeImage, EDGE_TAG, pseudoRandomBytes } from '../fixtures/edge-image.ts';
+import { startRegistry, type RunningRegistry } from '../registry/servers.ts';
 import { cowshedAsync, listImages, mountAndRead, prng, isOneLineError, orphanImageMounts, strayContainerState, type AsyncCliResult } from './lib.ts';
 
 export interface ConcurrencyFigures {
@@ -31,9 +34,14 @@ export async function concurrencyCampaign(opts: { rounds: number; seed: number; 
   const { layout: debian } = debianFixture();
   const work = tempDir('cowshed-concurrency-');
   const fig: ConcurrencyFigures = { rounds: opts.rounds, operations: 0, completed: 0, refused: {}, failures: [] };
+  let registry: RunningRegistry | undefined;
   try {
     let edge = opts.edgeLayout;
     if (!edge) { edge = join(work, 'edge'); await buildEdgeImage(edge); }
+    // Debian's docker-registry on loopback, holding the same images the rounds import.
+    registry = await startRegistry(join(work, 'registry'));
+    for (const tag of ['v1', 'v2']) execFileSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${debian}:${tag}`, `docker://${registry.host}/debian:${tag}`]);
+    const pulled = (tag: string): string => `${registry!.host}/debian:${tag}`;
     const store = join(work, 'store');
     cowshedOk(store, 'import', `oci:${debian}:v1`, 'debian:v1');
     const cc = lastLine(cowshedOk(store, 'create', '--name', 'cc', 'debian:v1'));
@@ -47,7 +55,7 @@ export async function concurrencyCampaign(opts: { rounds: number; seed: number; 
     for (let round = 0; round < opts.rounds; round++) {
       // Removals race with imports of the same content: last round's v2 and edge images go while this round imports them again.
       const now = listImages(store);
-      for (const prev of [`deb2:r${round - 1}`, `edge:r${round - 1}`]) if (now.has(prev) && !victims.includes(prev)) victims.push(prev);
+      for (const prev of [`deb2:r${round - 1}`, `edge:r${round - 1}`, pulled('v1'), pulled('v2')]) if (now.has(prev) && !victims.includes(prev)) victims.push(prev);
       const v = `victim:r${round}`;
       cowshedOk(store, 'tag', 'debian:v1', v);
       victims.push(v);
@@ -64,17 +72,19 @@ export async function concurrencyCampaign(opts: { rounds: number; seed: number; 
         () => ({ label: 'df', args: ['df'] }),
         () => { const c = oldContainers.shift(); return c ? { label: 'rm', args: ['rm', '-f', c], effect: { removedContainer: c } } : { label: 'ps', args: ['ps', '-a'] }; },
         () => ({ label: 'mount --verify', args: ['mount', '--verify', 'debian:v1'] }),
+        () => ({ label: 'pull debian v2', args: ['--quiet', 'pull', '--tls-verify=false', pulled('v2')], effect: { image: pulled('v2') } }),
+        () => ({ label: 'pull debian v1', args: ['--quiet', 'pull', '--tls-verify=false', pulled('v1')], effect: { image: pulled('v1') } }),
       ];
-      // Even rounds: the import-heavy mix (v1, v2, edge, create, commit, rmi, gc, one random pick).
+      // Even rounds: the import-heavy mix (import v1, v2 and edge while v2 is pulled, create, commit, rmi, gc).
       // Odd rounds: a fresh image that one process mounts with --verify, one removes and one
-      // creates a container from, while v2 and edge import, a commit runs and gc collects.
+      // creates a container from, while v1 is pulled, edge imports, a commit runs and gc collects.
       let ops: Op[];
       if (round % 2 === 0) {
-        ops = [0, 1, 2, 3, 4, 5, 6].slice(0, procs).map((i) => pool[i]());
+        ops = [0, 1, 2, 3, 4, 5, 6, 12].slice(0, procs).map((i) => pool[i]());
       } else {
         const race = `race:r${round}`;
         cowshedOk(store, 'import', `dir:${raceTree(join(work, 'race-tree'), round)}`, race);
-        ops = [pool[1](), pool[2](), pool[4](), pool[6](), pool[5](),
+        ops = [pool[13](), pool[2](), pool[4](), pool[6](), pool[5](),
           { label: 'mount --verify race', args: ['mount', '--verify', race] },
           { label: 'rmi race', args: ['rmi', race], effect: { removes: race } },
           { label: 'create race', args: ['create', '--name', `race${round}`, race] }].slice(0, procs);
@@ -156,6 +166,7 @@ export async function concurrencyCampaign(opts: { rounds: number; seed: number; 
     if (last.status !== 0) fig.failures.push(`final fsck: ${last.stdout}`);
     return fig;
   } finally {
+    await registry?.stop();
     removeTree(work);
   }
 }
