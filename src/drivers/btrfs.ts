@@ -13,6 +13,7 @@ import { materializeTree } from './materialize.ts';
 import { imageTreeOf } from './vfs.ts';
 import { diffAgainstTree } from '../containers/tree-diff.ts';
 import { CowshedError } from '../util/errors.ts';
+import { pidAlive } from '../store/leases.ts';
 
 const BTRFS_MAGIC = 0x9123683e;
 
@@ -27,6 +28,26 @@ function btrfs(args: string[], what: string): string {
 
 const imagesDir = (store: Store): string => join(store.paths.root, 'btrfs-images');
 const rootfsOf = (store: Store, c: ContainerRef): string => join(store.paths.containers, c.id, 'rootfs');
+
+/**
+ * The container's snapshot, taken now if it is not there yet: the container
+ * row is written before the driver runs, so a create killed before its
+ * snapshot leaves a container without one. A snapshot is one ioctl, whole
+ * or absent, so taking it later gives the container it should have had.
+ */
+function ensureSnapshot(store: Store, c: ContainerRef): string {
+  const root = rootfsOf(store, c);
+  if (existsSync(root)) return root;
+  const image = imageSubvolume(store, c.composefs);
+  btrfs(['subvolume', 'snapshot', image, root], 'snapshotting the image');
+  return root;
+}
+
+/** A `.tmp-<pid>-…` name of a process that is still running (its subvolume or directory is being made). */
+function inProgress(name: string): boolean {
+  const m = /^\.tmp-(\d+)-/.exec(name);
+  return m !== null && Number(m[1]) !== process.pid && pidAlive(Number(m[1]));
+}
 
 /** The image's read-only subvolume, made on first use. */
 function imageSubvolume(store: Store, composefs: string): string {
@@ -69,12 +90,11 @@ export const btrfsDriver: StorageDriver = {
     }
   },
   create(store, c) {
-    const image = imageSubvolume(store, c.composefs);
-    btrfs(['subvolume', 'snapshot', image, rootfsOf(store, c)], 'snapshotting the image');
+    ensureSnapshot(store, c);
     store.db.tx(() => store.db.run('UPDATE containers SET mounted = 1 WHERE id = ?', c.id));
     metadataWarning(store);
   },
-  mount: (store, c) => rootfsOf(store, c),
+  mount: ensureSnapshot,
   unmount() { /* snapshots are always there */ },
   remove(store, c) {
     const root = rootfsOf(store, c);
@@ -82,12 +102,12 @@ export const btrfsDriver: StorageDriver = {
     rmSync(join(store.paths.containers, c.id), { recursive: true, force: true });
   },
   rootfs: rootfsOf,
-  diff: (store, c) => diffAgainstTree(rootfsOf(store, c), imageTreeOf(store, c.composefs)),
+  diff: (store, c) => diffAgainstTree(ensureSnapshot(store, c), imageTreeOf(store, c.composefs)),
   pruneImages(store, live) {
     const dir = imagesDir(store);
     if (!existsSync(dir)) return;
     for (const name of readdirSync(dir)) {
-      if (live.has(name)) continue;
+      if (live.has(name) || inProgress(name)) continue;
       const path = join(dir, name);
       try { btrfs(['property', 'set', '-ts', path, 'ro', 'false'], 'unlocking an image subvolume'); } catch { /* a half-made one */ }
       btrfs(['subvolume', 'delete', path], 'deleting an image subvolume');

@@ -162,6 +162,11 @@ export function mountContainer(store: Store, id: string): string {
     if (!c) throw new CowshedError('ENOENT', `no such container: ${id}`);
     const p = containerPaths(store, id);
     if (c.mounted) return p.merged;
+    // The container row is written before the driver runs: a create killed before its
+    // directories were made leaves them to make here (an empty upper is what it would have had).
+    mkdirSync(p.upper, { recursive: true, mode: 0o755 });
+    mkdirSync(p.work, { recursive: true, mode: 0o700 });
+    mkdirSync(p.merged, { recursive: true, mode: 0o755 });
     clearStaleMount(p.merged);
     const lower = ensureLower(store, c.composefs);
     try {

@@ -23,6 +23,7 @@ import { diffUpper } from '../containers/diff.ts';
 import { mountPoints, unmount, run } from '../util/mount.ts';
 import { CowshedError } from '../util/errors.ts';
 import { S_IFDIR } from '../tree/node.ts';
+import { pidAlive } from '../store/leases.ts';
 
 const layersDir = (store: Store): string => join(store.paths.root, 'overlay');
 const layerDir = (store: Store, diffId: string): string => join(layersDir(store), diffId.replace(/^sha256:/, ''));
@@ -103,6 +104,12 @@ async function extractLayer(store: Store, imageId: string, index: number, diffId
   }
 }
 
+/** A `.tmp-<pid>-…` name of a process that is still running. */
+function inProgress(name: string): boolean {
+  const m = /^\.tmp-(\d+)-/.exec(name);
+  return m !== null && Number(m[1]) !== process.pid && pidAlive(Number(m[1]));
+}
+
 function lstatOrNull(p: string) {
   try { return lstatSync(p); } catch { return undefined; }
 }
@@ -130,6 +137,15 @@ export const overlayDriver: StorageDriver = {
     return withMountLock(store, () => {
       const row = store.db.get<{ mounted: number }>('SELECT mounted FROM containers WHERE id = ?', c.id);
       if (row?.mounted) return p.merged;
+      // The container row is written before the driver runs: a create killed before its
+      // directories were made leaves them to make here; a layer not extracted yet cannot be.
+      const missing = layerIds(store, c.imageId).find((d) => !existsSync(layerDir(store, d)));
+      if (missing) {
+        throw new CowshedError('ECORRUPT', `container ${c.id.slice(0, 12)} was not completely created (layer ${missing.slice(0, 19)} was never extracted); remove it with cowshed rm -f ${c.id.slice(0, 12)} and create it again`);
+      }
+      mkdirSync(p.upper, { recursive: true, mode: 0o755 });
+      mkdirSync(p.work, { recursive: true, mode: 0o700 });
+      mkdirSync(p.merged, { recursive: true, mode: 0o755 });
       // The image's EROFS mount answers "did the image have this path?" for diff.
       ensureLower(store, c.composefs);
       const lowers = layerIds(store, c.imageId).reverse().map((d) => `l/${shortName(d)}`);
@@ -166,7 +182,8 @@ export const overlayDriver: StorageDriver = {
     if (!existsSync(dir)) return;
     const live = new Set(store.db.all<{ diff_id: string }>('SELECT DISTINCT diff_id FROM layers').map((r) => r.diff_id.replace(/^sha256:/, '')));
     for (const name of readdirSync(dir)) {
-      if (name === 'l' || live.has(name)) continue;
+      // A layer another process is extracting right now is not gc's to take.
+      if (name === 'l' || live.has(name) || inProgress(name)) continue;
       rmSync(join(dir, name), { recursive: true, force: true });
     }
     // Short links whose layer is gone point nowhere now.

@@ -6,9 +6,17 @@ import { crashCampaign, CRASH_OPS } from './crash.ts';
 const KILLS = Number(process.env.COWSHED_CRASH_KILLS ?? 1);
 const SEED = Number(process.env.COWSHED_SEED ?? 6);
 
-test(`crash safety: SIGKILL during import, commit, rm, rmi, gc, create (${KILLS} per operation, seed ${SEED})`, { timeout: 600_000 }, async () => {
-  const figures = await crashCampaign({ kills: KILLS, seed: SEED, ops: [...CRASH_OPS, 'create'], log: (l) => console.log(`# ${l}`) });
+test(`crash safety: SIGKILL during import, commit, rm, rmi, gc, create, pull (${KILLS} per operation, seed ${SEED})`, { timeout: 600_000 }, async () => {
+  const figures = await crashCampaign({ kills: KILLS, seed: SEED, ops: [...CRASH_OPS, 'create', 'pull'], log: (l) => console.log(`# ${l}`) });
   const failures = figures.flatMap((f) => f.failures);
   assert.deepEqual(failures, []);
-  for (const f of figures) assert.equal(f.survived, f.n, f.op);
+  for (const f of figures) assert.equal(f.survived, f.n, `${f.driver} ${f.op}`);
+});
+
+test(`crash safety under the overlay, btrfs and vfs drivers: SIGKILL during create, commit, rm (${KILLS} per operation, seed ${SEED})`, { timeout: 600_000 }, async () => {
+  const figures = await crashCampaign({ kills: KILLS, seed: SEED, ops: ['create', 'commit', 'rm'], drivers: ['overlay', 'btrfs', 'vfs'], log: (l) => console.log(`# ${l}`) });
+  assert.deepEqual(figures.map((f) => `${f.driver} ${f.op}`), ['overlay', 'btrfs', 'vfs'].flatMap((d) => ['create', 'commit', 'rm'].map((op) => `${d} ${op}`)));
+  const failures = figures.flatMap((f) => f.failures);
+  assert.deepEqual(failures, []);
+  for (const f of figures) assert.equal(f.survived, f.n, `${f.driver} ${f.op}`);
 });
