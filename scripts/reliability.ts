@@ -1,10 +1,11 @@
-// The reliability campaign (issue 6): crash safety under SIGKILL, tampering,
-// hostile input fuzzing and concurrency, with its figures. Seeded: the same
+// The reliability campaign (issue 6): crash safety under SIGKILL, full disk,
+// tampering, hostile input fuzzing, concurrency and permissions, with its
+// figures. Seeded: the same
 // seed gives the same kill delays, tamper positions and fuzz inputs.
 //
 //   npm run test:reliability                       # the full campaign (~30 min; its crash part ~17 min)
 //   node scripts/reliability.ts --seed 7 --kills 20 --fuzz-runs 20000 --rounds 10 --crash-ops import,gc
-//   node scripts/reliability.ts --only fuzz        # crash | full-disk | tamper | fuzz | concurrency
+//   node scripts/reliability.ts --only fuzz        # crash | full-disk | tamper | fuzz | concurrency | permissions
 //   node scripts/reliability.ts --only crash --drivers overlay,btrfs --crash-ops create,rm
 //
 // The crash part runs every operation under each driver of --drivers (btrfs
@@ -15,6 +16,7 @@
 // Exits 1 when any check fails; prints each failure and, for fuzz findings,
 // the file holding the input that triggered it.
 import { parseArgs } from 'node:util';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { crashCampaign, CRASH_DRIVERS, type CrashFigures, type CrashOp, type DriverName } from '../test/reliability/crash.ts';
 import { tamperCampaign, type TamperFigures } from '../test/reliability/tamper.ts';
@@ -44,7 +46,7 @@ for (const op of [...crashOps, ...(values['crash-ops-per-driver']?.split(',') ??
   if (!['import', 'commit', 'rm', 'rmi', 'gc', 'create', 'pull'].includes(op)) throw new Error(`--crash-ops: unknown operation ${op}`);
 }
 for (const d of drivers) if (!CRASH_DRIVERS.includes(d)) throw new Error(`--drivers: unknown driver ${d} (${CRASH_DRIVERS.join(', ')})`);
-const parts = new Set(values.only?.length ? values.only : ['crash', 'full-disk', 'tamper', 'fuzz', 'concurrency']);
+const parts = new Set(values.only?.length ? values.only : ['crash', 'full-disk', 'tamper', 'fuzz', 'concurrency', 'permissions']);
 const log = (l: string): void => console.log(`  ${l}`);
 const started = performance.now();
 const failures: string[] = [];
@@ -55,6 +57,7 @@ let tamper: TamperFigures | undefined;
 let fuzz: FuzzTargetFigures[] = [];
 let conc: ConcurrencyFigures | undefined;
 let disk: FullDiskFigures | undefined;
+let perms: { passed: number; total: number; lines: string[] } | undefined;
 try {
   const edge = join(work, 'edge');
   if (parts.has('crash') || parts.has('concurrency') || parts.has('full-disk')) await buildEdgeImage(edge);
@@ -88,6 +91,16 @@ try {
     conc = await concurrencyCampaign({ rounds: Number(values.rounds), seed, log, edgeLayout: edge });
     failures.push(...conc.failures);
   }
+  if (parts.has('permissions')) {
+    // The permissions checks are node:test cases (other users kept out, a root container
+    // attacking the store under each driver, a container racing its commit): run them here too.
+    console.log('permissions: other users, container attacks on the store under each driver, a commit raced');
+    const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', join(import.meta.dirname, '..', 'test', 'reliability', 'permissions.test.ts')], { encoding: 'utf8' });
+    const lines = r.stdout.split('\n').filter((l) => /^\s*(not )?ok \d+ - /.test(l) && !/^(not )?ok/.test(l));
+    for (const l of [...lines, ...r.stdout.split('\n').filter((l) => l.startsWith('# ') && /commits made/.test(l))]) log(l.trim());
+    perms = { passed: lines.filter((l) => /^\s*ok/.test(l)).length, total: lines.length, lines };
+    if (r.status !== 0 || perms.passed !== perms.total) failures.push(`permissions: ${perms.total - perms.passed} of ${perms.total} checks failed (node --test test/reliability/permissions.test.ts)`);
+  }
 } finally {
   removeTree(work);
 }
@@ -119,6 +132,7 @@ if (conc) {
   const refused = Object.values(conc.refused).reduce((a, b) => a + b, 0);
   console.log(`concurrent operations completed: ${conc.completed}/${conc.operations} (${refused} refused with an expected busy/locked error) in ${conc.rounds} rounds of 8`);
 }
+if (perms) console.log(`permission checks passed: ${perms.passed}/${perms.total} (other users refused; a root container cannot write into the store through symlinks or hardlinks under composefs, overlay, btrfs and vfs; a racing container never leaks host files into a commit)`);
 if (failures.length) {
   console.log(`\n${failures.length} failures:`);
   for (const f of failures) console.log(`- ${f}`);

@@ -9,6 +9,7 @@ import { containerPaths } from '../drivers/composefs.ts';
 import { driverFor, type ContainerRef } from '../drivers/driver.ts';
 import type { Change } from './diff.ts';
 import { CowshedError, errno, fail } from '../util/errors.ts';
+import { pidAlive } from '../store/leases.ts';
 
 export interface ContainerInfo {
   id: string;
@@ -24,7 +25,7 @@ export interface ContainerInfo {
   rootfs: string;
 }
 
-export interface ContainerRow { id: string; name: string; image_id: string; composefs: string; created: number; mounted: number; state: string; exit_code: number | null }
+export interface ContainerRow { id: string; name: string; image_id: string; composefs: string; created: number; mounted: number; state: string; exit_code: number | null; creator_pid: number | null }
 
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
@@ -60,10 +61,14 @@ export async function createContainer(store: Store, imageRef: string, opts: Crea
       else if (store.db.get('SELECT 1 FROM containers WHERE name = ?', name)) {
         throw new CowshedError('EEXIST', `the container name ${JSON.stringify(name)} is already in use`);
       }
-      store.db.run('INSERT INTO containers (id, name, image_id, composefs, created) VALUES (?, ?, ?, ?, ?)', id, name, image.id, image.composefs, Date.now());
+      // 'creating' until the driver is done: a create killed half way leaves a container
+      // that says so (and that fsck --repair removes), not one that looks whole.
+      store.db.run("INSERT INTO containers (id, name, image_id, composefs, created, state, creator_pid) VALUES (?, ?, ?, ?, ?, 'creating', ?)",
+        id, name, image.id, image.composefs, Date.now(), process.pid);
     });
     await driver.create(store, { id, imageId: image.id, composefs: image.composefs });
     if (opts.mount === false) driver.unmount(store, { id, imageId: image.id, composefs: image.composefs });
+    store.db.tx(() => store.db.run("UPDATE containers SET state = 'created', creator_pid = NULL WHERE id = ?", id));
   } catch (e) {
     try { driver.remove(store, { id, imageId: image.id, composefs: image.composefs }); } catch { /* it may not exist */ }
     store.db.tx(() => store.db.run('DELETE FROM containers WHERE id = ?', id));
@@ -83,8 +88,20 @@ export function findContainer(store: Store, ref: string): ContainerInfo | undefi
   }
 }
 
-/** Find a container by id, unique id prefix, or name. */
-export function resolveContainer(store: Store, ref: string): ContainerRow {
+/**
+ * Find a container by id, unique id prefix, or name. One still being made,
+ * or whose create was killed, is refused unless `incomplete` (for rm).
+ */
+export function resolveContainer(store: Store, ref: string, opts: { incomplete?: boolean } = {}): ContainerRow {
+  const row = findRow(store, ref);
+  if (row.state === 'creating' && !opts.incomplete) {
+    if (row.creator_pid !== null && pidAlive(row.creator_pid)) fail('EBUSY', `container ${row.name} is still being created; try again when it is done`);
+    fail('ECORRUPT', `container ${row.name} was not completely created (its create was interrupted); remove it with cowshed rm -f ${row.name}`);
+  }
+  return row;
+}
+
+function findRow(store: Store, ref: string): ContainerRow {
   const byName = store.db.get<ContainerRow>('SELECT * FROM containers WHERE name = ?', ref);
   if (byName) return byName;
   if (/^[0-9a-f]{3,64}$/.test(ref)) {
@@ -95,11 +112,16 @@ export function resolveContainer(store: Store, ref: string): ContainerRow {
   return fail('ENOENT', `no such container: ${ref}`);
 }
 
+/** 'creating' whose creator is gone reads as 'incomplete'. */
+function shownState(r: ContainerRow): string {
+  return r.state === 'creating' && !(r.creator_pid !== null && pidAlive(r.creator_pid)) ? 'incomplete' : r.state;
+}
+
 function toInfo(store: Store, r: ContainerRow): ContainerInfo {
   const imageNames = store.db.all<{ name: string }>('SELECT name FROM tags WHERE image_id = ? ORDER BY name', r.image_id).map((t) => t.name);
   return {
     id: r.id, name: r.name, imageId: r.image_id, imageNames, composefs: r.composefs, created: r.created,
-    mounted: r.mounted === 1, state: r.state, exitCode: r.exit_code, rootfs: driverFor(store).rootfs(store, refOf(r)),
+    mounted: r.mounted === 1, state: shownState(r), exitCode: r.exit_code, rootfs: driverFor(store).rootfs(store, refOf(r)),
   };
 }
 
@@ -146,8 +168,9 @@ export function diffOf(store: Store, ref: ContainerRef, name: string): Change[] 
 }
 
 export function removeContainer(store: Store, ref: string, opts: { force?: boolean } = {}): string {
-  const c = resolveContainer(store, ref);
+  const c = resolveContainer(store, ref, { incomplete: true });
   if (c.state === 'running' && !opts.force) fail('EBUSY', `container ${c.name} is running; stop it or use rm -f`);
+  if (c.state === 'creating' && c.creator_pid !== null && pidAlive(c.creator_pid)) fail('EBUSY', `container ${c.name} is still being created; try again when it is done`);
   driverFor(store).remove(store, refOf(c));
   store.db.tx(() => store.db.run('DELETE FROM containers WHERE id = ?', c.id));
   rmSync(containerPaths(store, c.id).dir, { recursive: true, force: true });

@@ -78,8 +78,9 @@ CREATE TABLE IF NOT EXISTS containers (
   composefs TEXT NOT NULL,          -- that image's composefs digest
   created INTEGER NOT NULL,
   mounted INTEGER NOT NULL DEFAULT 0,
-  state TEXT NOT NULL DEFAULT 'created',  -- created | running | exited
-  exit_code INTEGER
+  state TEXT NOT NULL DEFAULT 'created',  -- creating | created | running | exited
+  exit_code INTEGER,
+  creator_pid INTEGER               -- while creating: the process making it
 );
 -- Processes working on the store: gc waits for imports and imports for gc.
 CREATE TABLE IF NOT EXISTS leases (
@@ -106,6 +107,10 @@ export class Db {
     this.sql.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
     this.tx(() => {
       this.sql.exec(SCHEMA);
+      // Stores made before containers had a creating state.
+      if (!this.all<{ name: string }>("SELECT name FROM pragma_table_info('containers')").some((c) => c.name === 'creator_pid')) {
+        this.sql.exec('ALTER TABLE containers ADD COLUMN creator_pid INTEGER');
+      }
       const v = this.get<{ value: string }>('SELECT value FROM meta WHERE key = ?', 'schema');
       if (!v) this.run('INSERT INTO meta (key, value) VALUES (?, ?)', 'schema', String(SCHEMA_VERSION));
     });

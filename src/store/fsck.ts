@@ -9,6 +9,7 @@ import { fsverityDigest, toHex } from '../composefs/fsverity.ts';
 import { sha256Digest } from '../oci/digest.ts';
 import { pidAlive } from './leases.ts';
 import { mountPoints } from '../util/mount.ts';
+import { driverFor } from '../drivers/driver.ts';
 
 export interface FsckProblem { kind: string; path: string; message: string; repaired?: boolean }
 export interface FsckReport { problems: FsckProblem[]; objectsChecked: number; imagesChecked: number; blobsChecked: number }
@@ -33,6 +34,18 @@ export async function fsck(store: Store, opts: { repair?: boolean } = {}): Promi
     const m = /^objects-(\d+)-/.exec(name);
     if (m && pidAlive(Number(m[1]))) continue;
     report('tmp', join(p.tmp, name), 'leftover temporary file from an interrupted operation', () => rmSync(join(p.tmp, name), { recursive: true, force: true }));
+  }
+
+  // Containers whose create was killed after their row was written: 'creating', their creator gone.
+  for (const c of store.db.all<{ id: string; name: string; image_id: string; composefs: string; creator_pid: number | null }>(
+    "SELECT id, name, image_id, composefs, creator_pid FROM containers WHERE state = 'creating'")) {
+    if (c.creator_pid !== null && pidAlive(c.creator_pid)) continue;
+    const dir = join(p.containers, c.id);
+    report('container', dir, `container ${c.name} was not completely created (an interrupted create)`, () => {
+      driverFor(store).remove(store, { id: c.id, imageId: c.image_id, composefs: c.composefs });
+      store.db.tx(() => store.db.run('DELETE FROM containers WHERE id = ?', c.id));
+      rmSync(dir, { recursive: true, force: true });
+    });
   }
 
   // Container directories of no container: a create killed between its mkdir and its commit.

@@ -4,12 +4,15 @@
 // root was missing (btrfs: no snapshot; composefs and overlay: no
 // upper/work directories) or half copied (vfs). The drivers now complete
 // such a container on its next mount or diff. And gc leaves alone the
-// half-made subvolume or layer of a process that is still making it.
+// half-made subvolume or layer of a process that is still making it. A
+// container whose create was killed stays 'creating': every command but rm
+// refuses it in one line, and fsck --repair removes it with its storage.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { cowshed, cowshedOk, lastLine, removeTree, tempDir } from '../helpers/cli.ts';
 import { buildEdgeImage, EDGE_TAG } from '../fixtures/edge-image.ts';
 import { makeLoopFs, type LoopFs } from '../helpers/loop-fs.ts';
@@ -60,6 +63,45 @@ describe('a create killed after its container row was written', () => {
       cowshedOk(store, 'gc');
       assert.deepEqual(driverLeftovers(store, c.driver), []);
       assert.equal(cowshed(store, 'fsck').status, 0);
+    });
+  }
+
+  for (const c of CASES) {
+    test(`${c.driver}: a container whose create was killed says so in one line; fsck --repair removes it and its storage`, () => {
+      const store = join(work, c.fs ? `${c.driver}-fs` : c.driver, 'store');
+      const id = lastLine(cowshedOk(store, 'create', '--name', 'killed', 'edge'));
+      cowshedOk(store, 'umount', 'killed');
+      // What a kill between the row and the end of the driver's work leaves: 'creating', its creator gone.
+      const db = new DatabaseSync(join(store, 'meta.db'));
+      const setCreator = (pid: number): void => { db.prepare("UPDATE containers SET state = 'creating', creator_pid = ? WHERE id = ?").run(pid, id); };
+      try {
+        // While its creator runs, it is busy, not broken, and fsck leaves it be.
+        setCreator(process.pid);
+        assert.match(cowshed(store, 'mount', 'killed').stderr.trim(), /^cowshed: container killed is still being created; try again when it is done$/);
+        assert.equal(cowshed(store, 'fsck').status, 0);
+        setCreator(DEAD_PID);
+      } finally {
+        db.close();
+      }
+      if (c.driver === 'vfs') mkdirSync(join(store, 'containers', id, `rootfs.partial-${DEAD_PID}`, 'files'), { recursive: true });
+      assert.match(cowshedOk(store, 'ps', '-a'), /Incomplete \(rm -f it\)\s+killed/);
+      for (const cmd of [['mount', 'killed'], ['diff', 'killed'], ['commit', 'killed', 'never:1']]) {
+        const r = cowshed(store, ...cmd);
+        assert.equal(r.status, 1, cmd.join(' '));
+        assert.equal(r.stderr.trim(), 'cowshed: container killed was not completely created (its create was interrupted); remove it with cowshed rm -f killed', cmd.join(' '));
+      }
+      const f = cowshed(store, 'fsck');
+      assert.equal(f.status, 1);
+      assert.match(f.stdout, /container killed was not completely created/);
+      cowshedOk(store, 'fsck', '--repair');
+      assert.equal(cowshed(store, 'fsck').status, 0);
+      assert.ok(!existsSync(join(store, 'containers', id)));
+      assert.doesNotMatch(cowshedOk(store, 'ps', '-a'), /killed/);
+      cowshedOk(store, 'gc');
+      assert.deepEqual(driverLeftovers(store, c.driver), []);
+      // The name is free again.
+      cowshedOk(store, 'create', '--name', 'killed', 'edge');
+      cowshedOk(store, 'rm', '-f', 'killed');
     });
   }
 
