@@ -7,7 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { constants as osConstants, tmpdir } from 'node:os';
+import { constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CowshedError, errno, fail } from '../util/errors.ts';
 
@@ -54,7 +54,8 @@ export async function runContainer(opts: RunContainerOptions): Promise<RunContai
   // Never take over (and later delete) a container someone else is running under this id.
   if (runtimeHasContainer(runtime, opts.id)) fail('EEXIST', `${runtime} already has a container with id ${opts.id}`);
 
-  const logDir = await mkdtemp(join(tmpdir(), 'cowshed-runtime-'));
+  // Beside the bundle (in the container's directory): a killed run leaves nothing in /tmp.
+  const logDir = await mkdtemp(join(bundle, 'runtime-log-'));
   const logPath = join(logDir, 'log.json');
   const globalArgs = runtime === 'crun' ? [`--log=file:${logPath}`, '--log-format=json'] : ['--log', logPath, '--log-format', 'json'];
   const removeListeners: (() => void)[] = [];

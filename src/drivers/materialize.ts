@@ -4,12 +4,10 @@
 // and mtimes as recorded. Everything is written below `dest` only, by paths
 // built from the tree, never by following a symlink of the tree.
 import {
-  copyFileSync, constants, linkSync, lchownSync, chmodSync, lutimesSync, mkdirSync, symlinkSync, writeFileSync, rmSync,
+  copyFileSync, constants, linkSync, lchownSync, chmodSync, lutimesSync, mkdirSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { type FsNode, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, major, minor, walk } from '../tree/node.ts';
 import { objectRelPath } from '../store/objects.ts';
 import { toHex } from '../composefs/fsverity.ts';
@@ -77,11 +75,8 @@ export function applyMetadata(entries: Array<[string, Meta]>, dirs: Array<[strin
       xattrScript += '\n';
     }
   }
-  if (xattrScript) {
-    const f = join(tmpdir(), `cowshed-xattrs-${randomBytes(6).toString('hex')}`);
-    writeFileSync(f, xattrScript);
-    try { execFileSync('setfattr', ['-h', `--restore=${f}`], { stdio: ['ignore', 'ignore', 'pipe'] }); } finally { rmSync(f, { force: true }); }
-  }
+  // Fed on stdin: a killed create leaves no script file behind.
+  if (xattrScript) execFileSync('setfattr', ['-h', '--restore=-'], { input: xattrScript, stdio: ['pipe', 'ignore', 'pipe'], maxBuffer: 64 << 20 });
   for (const [path, n] of [...entries, ...[...dirs].reverse()]) {
     const t = n.mtimeSec + n.mtimeNsec / 1e9;
     lutimesSync(path, t, t);
