@@ -47,7 +47,7 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
       if (o.quiet) return list.length ? say(list.map((c) => c.id.slice(0, 12)).join('\n')) : undefined;
       say(table(['CONTAINER ID', 'IMAGE', 'CREATED', 'STATUS', 'NAMES'], list.map((c) => [
         c.id.slice(0, 12), c.imageNames[0] ?? shortId(c.imageId), age(c.created),
-        c.state === 'exited' ? `Exited (${c.exitCode})` : c.state === 'running' ? 'Up' : c.state === 'incomplete' ? 'Incomplete (rm -f it)' : c.state === 'creating' ? 'Creating' : 'Created', c.name,
+        c.state === 'exited' ? (c.exitCode === null ? 'Exited' : `Exited (${c.exitCode})`) : c.state === 'running' ? 'Up' : c.state === 'incomplete' ? 'Incomplete (rm -f it)' : c.state === 'creating' ? 'Creating' : 'Created', c.name,
       ])));
     }));
 

@@ -10,6 +10,7 @@ import { driverFor, type ContainerRef } from '../drivers/driver.ts';
 import type { Change } from './diff.ts';
 import { CowshedError, errno, fail } from '../util/errors.ts';
 import { pidAlive } from '../store/leases.ts';
+import { deleteRuntimeContainer, runtimeHasIt } from './runtime.ts';
 
 export interface ContainerInfo {
   id: string;
@@ -112,9 +113,11 @@ function findRow(store: Store, ref: string): ContainerRow {
   return fail('ENOENT', `no such container: ${ref}`);
 }
 
-/** 'creating' whose creator is gone reads as 'incomplete'. */
+/** 'creating' whose creator is gone reads as 'incomplete'; 'running' that no runtime runs (a reboot) as 'exited'. */
 function shownState(r: ContainerRow): string {
-  return r.state === 'creating' && !(r.creator_pid !== null && pidAlive(r.creator_pid)) ? 'incomplete' : r.state;
+  if (r.state === 'creating' && !(r.creator_pid !== null && pidAlive(r.creator_pid))) return 'incomplete';
+  if (r.state === 'running' && !runtimeHasIt(r.id)) return 'exited';
+  return r.state;
 }
 
 function toInfo(store: Store, r: ContainerRow): ContainerInfo {
@@ -169,8 +172,11 @@ export function diffOf(store: Store, ref: ContainerRef, name: string): Change[] 
 
 export function removeContainer(store: Store, ref: string, opts: { force?: boolean } = {}): string {
   const c = resolveContainer(store, ref, { incomplete: true });
-  if (c.state === 'running' && !opts.force) fail('EBUSY', `container ${c.name} is running; stop it or use rm -f`);
+  const running = c.state === 'running' && runtimeHasIt(c.id);
+  if (running && !opts.force) fail('EBUSY', `container ${c.name} is running; stop it or use rm -f`);
   if (c.state === 'creating' && c.creator_pid !== null && pidAlive(c.creator_pid)) fail('EBUSY', `container ${c.name} is still being created; try again when it is done`);
+  // A run whose cowshed process was killed leaves the runtime's container running: stop it first.
+  if (running) deleteRuntimeContainer(c.id);
   driverFor(store).remove(store, refOf(c));
   store.db.tx(() => store.db.run('DELETE FROM containers WHERE id = ?', c.id));
   rmSync(containerPaths(store, c.id).dir, { recursive: true, force: true });

@@ -166,6 +166,25 @@ export async function whilePaused<T>(containerId: string, fn: () => Promise<T>):
   }
 }
 
+/** Whether runc or crun still has the cowshed container (a run killed with its cowshed process leaves it running). */
+export function runtimeHasIt(containerId: string): boolean {
+  return (['runc', 'crun'] as const).some((r) => runtimeHasContainer(r, runtimeId(containerId)));
+}
+
+/**
+ * Kills and deletes the runtime's container, if any: `rm -f` of a container
+ * whose `cowshed run` was killed must not leave its processes running on a
+ * root that is about to be removed.
+ */
+export function deleteRuntimeContainer(containerId: string): void {
+  const id = runtimeId(containerId);
+  for (const runtime of ['runc', 'crun'] as const) {
+    if (!runtimeHasContainer(runtime, id)) continue;
+    const r = spawnSync(runtime, ['delete', '--force', id], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 });
+    if (r.status !== 0) throw new CowshedError('ETOOL', `${runtime} could not stop container ${id}: ${(r.stderr ?? '').trim().split('\n').pop() ?? `exit ${r.status}`}`);
+  }
+}
+
 function runtimeHasContainer(runtime: RuntimeName, id: string): boolean {
   const r = spawnSync(runtime, ['state', id], { stdio: 'ignore', timeout: 30_000 });
   return r.error === undefined && r.status === 0;

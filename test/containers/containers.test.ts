@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, existsSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { cowshed, cowshedOk, tempDir, removeTree, lastLine, debianFixture } from '../helpers/cli.ts';
+import { cowshed, cowshedOk, tempDir, removeTree, lastLine, debianFixture, REPO } from '../helpers/cli.ts';
 import { listTree, compareTrees } from '../helpers/tree-listing.ts';
 import { buildEdgeImage } from '../fixtures/edge-image.ts';
 
@@ -196,5 +196,53 @@ describe('run', () => {
     const r = cowshed(store, 'run', '--rm', 'debian:v1', '--', 'no-such-command');
     assert.equal(r.status, 127);
     assert.match(r.stderr.trim().split('\n').pop()!, /^cowshed: runc: .*no-such-command/);
+  });
+});
+
+describe('a run whose cowshed process was killed', () => {
+  let dir: string;
+  before(() => { dir = tempDir(); });
+  after(() => removeTree(dir));
+
+  test('leaves the container running under runc; rm -f stops it; one no runtime runs any more shows as exited', async () => {
+    const store = join(dir, 'store');
+    cowshedOk(store, 'import', `oci:${debianFixture().layout}:v1`, 'deb');
+    const { spawn, spawnSync } = await import('node:child_process');
+    const runners: number[] = [];
+    /** Starts `sleep 300` in a container, then SIGKILLs cowshed's whole process group: runc's container lives on in its own session. */
+    const orphan = async (name: string): Promise<string> => {
+      const runner = spawn(process.execPath, [join(REPO, 'bin', 'cowshed.js'), '--store', store, 'run', '--name', name, 'deb', '--', 'sleep', '300'], { detached: true, stdio: 'ignore' });
+      runners.push(runner.pid!);
+      for (let i = 0; i < 100; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        const c = (JSON.parse(cowshedOk(store, 'ps', '--json')) as Array<{ id: string; name: string }>).find((x) => x.name === name);
+        if (c) {
+          const runtimeId = `cowshed-${c.id.slice(0, 32)}`;
+          if (spawnSync('runc', ['state', runtimeId], { stdio: 'ignore' }).status !== 0) continue;
+          process.kill(-runner.pid!, 'SIGKILL');
+          await new Promise((r) => setTimeout(r, 300));
+          return runtimeId;
+        }
+      }
+      throw new Error(`container ${name} did not start`);
+    };
+    const runcHas = (id: string): boolean => spawnSync('runc', ['state', id], { stdio: 'ignore' }).status === 0;
+    try {
+      const first = await orphan('orphan');
+      assert.ok(runcHas(first), 'runc no longer has the container');
+      assert.match(cowshedOk(store, 'ps'), /\bUp\s+orphan/);
+      assert.equal(cowshed(store, 'rm', 'orphan').stderr, 'cowshed: container orphan is running; stop it or use rm -f\n');
+      cowshedOk(store, 'rm', '-f', 'orphan');
+      assert.ok(!runcHas(first), 'rm -f left the runtime container running');
+
+      // Gone from the runtime (as after a reboot): shown as exited, and rm needs no -f.
+      const second = await orphan('stale');
+      spawnSync('runc', ['delete', '--force', second], { stdio: 'ignore' });
+      assert.match(cowshedOk(store, 'ps', '-a'), /\bExited\s+stale/);
+      cowshedOk(store, 'rm', 'stale');
+      assert.equal(cowshed(store, 'fsck').status, 0);
+    } finally {
+      for (const pid of runners) try { process.kill(-pid, 'SIGKILL'); } catch { /* gone */ }
+    }
   });
 });
