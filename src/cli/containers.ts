@@ -10,6 +10,8 @@ import type { ExportCompression } from '../store/export.ts';
 
 // Loaded by the commands that need them, to keep start-up short.
 const diffLib = () => import('../containers/diff.ts');
+/** ps's STATUS column for the states other than exited. */
+const STATUS: Record<string, string> = { running: 'Up', created: 'Created', creating: 'Creating', incomplete: 'Incomplete (rm -f it)' };
 
 type WithStore = <T>(fn: (s: Store) => Promise<T> | T) => Promise<T>;
 
@@ -47,7 +49,7 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
       if (o.quiet) return list.length ? say(list.map((c) => c.id.slice(0, 12)).join('\n')) : undefined;
       say(table(['CONTAINER ID', 'IMAGE', 'CREATED', 'STATUS', 'NAMES'], list.map((c) => [
         c.id.slice(0, 12), c.imageNames[0] ?? shortId(c.imageId), age(c.created),
-        c.state === 'exited' ? (c.exitCode === null ? 'Exited' : `Exited (${c.exitCode})`) : c.state === 'running' ? 'Up' : c.state === 'incomplete' ? 'Incomplete (rm -f it)' : c.state === 'creating' ? 'Creating' : 'Created', c.name,
+        c.state === 'exited' ? (c.exitCode === null ? 'Exited' : `Exited (${c.exitCode})`) : STATUS[c.state] ?? 'Created', c.name,
       ])));
     }));
 

@@ -123,8 +123,9 @@ export function changeEntries(changes: Change[], merged: string, what: string): 
         root.trim();
         const batch = changes.slice(i, i + XATTR_BATCH);
         const present = batch.filter((ch) => ch.kind !== 'D').map((ch) => ch.path);
-        const byProcPath = readXattrs(present.map((p) => root.path(p, true)));
-        const xattrs = new Map(present.map((p) => [p, byProcPath.get(root.path(p, true))] as const));
+        const procPaths = present.map((p) => root.path(p, true));
+        const byProcPath = readXattrs(procPaths);
+        const xattrs = new Map(present.map((p, k) => [p, byProcPath.get(procPaths[k]!)] as const));
         for (const ch of batch) {
           const rel = ch.path.slice(1);
           if (ch.kind === 'D') {

@@ -13,7 +13,7 @@ import { materializeTree } from './materialize.ts';
 import { imageTreeOf } from './vfs.ts';
 import { diffAgainstTree } from '../containers/tree-diff.ts';
 import { CowshedError } from '../util/errors.ts';
-import { pidAlive } from '../store/leases.ts';
+import { tmpOfLiveProcess } from '../store/leases.ts';
 
 const BTRFS_MAGIC = 0x9123683e;
 
@@ -41,12 +41,6 @@ function ensureSnapshot(store: Store, c: ContainerRef): string {
   const image = imageSubvolume(store, c.composefs);
   btrfs(['subvolume', 'snapshot', image, root], 'snapshotting the image');
   return root;
-}
-
-/** A `.tmp-<pid>-…` name of a process that is still running (its subvolume or directory is being made). */
-function inProgress(name: string): boolean {
-  const m = /^\.tmp-(\d+)-/.exec(name);
-  return m !== null && Number(m[1]) !== process.pid && pidAlive(Number(m[1]));
 }
 
 /** The image's read-only subvolume, made on first use. */
@@ -107,7 +101,7 @@ export const btrfsDriver: StorageDriver = {
     const dir = imagesDir(store);
     if (!existsSync(dir)) return;
     for (const name of readdirSync(dir)) {
-      if (live.has(name) || inProgress(name)) continue;
+      if (live.has(name) || tmpOfLiveProcess(name)) continue;
       const path = join(dir, name);
       try { btrfs(['property', 'set', '-ts', path, 'ro', 'false'], 'unlocking an image subvolume'); } catch { /* a half-made one */ }
       btrfs(['subvolume', 'delete', path], 'deleting an image subvolume');

@@ -23,7 +23,7 @@ import { diffUpper } from '../containers/diff.ts';
 import { mountPoints, unmount, run } from '../util/mount.ts';
 import { CowshedError } from '../util/errors.ts';
 import { S_IFDIR } from '../tree/node.ts';
-import { pidAlive } from '../store/leases.ts';
+import { tmpOfLiveProcess } from '../store/leases.ts';
 
 const layersDir = (store: Store): string => join(store.paths.root, 'overlay');
 const layerDir = (store: Store, diffId: string): string => join(layersDir(store), diffId.replace(/^sha256:/, ''));
@@ -104,12 +104,6 @@ async function extractLayer(store: Store, imageId: string, index: number, diffId
   }
 }
 
-/** A `.tmp-<pid>-…` name of a process that is still running. */
-function inProgress(name: string): boolean {
-  const m = /^\.tmp-(\d+)-/.exec(name);
-  return m !== null && Number(m[1]) !== process.pid && pidAlive(Number(m[1]));
-}
-
 function lstatOrNull(p: string) {
   try { return lstatSync(p); } catch { return undefined; }
 }
@@ -183,7 +177,7 @@ export const overlayDriver: StorageDriver = {
     const live = new Set(store.db.all<{ diff_id: string }>('SELECT DISTINCT diff_id FROM layers').map((r) => r.diff_id.replace(/^sha256:/, '')));
     for (const name of readdirSync(dir)) {
       // A layer another process is extracting right now is not gc's to take.
-      if (name === 'l' || live.has(name) || inProgress(name)) continue;
+      if (name === 'l' || live.has(name) || tmpOfLiveProcess(name)) continue;
       rmSync(join(dir, name), { recursive: true, force: true });
     }
     // Short links whose layer is gone point nowhere now.

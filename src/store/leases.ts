@@ -17,6 +17,15 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Whether a temporary name made as `.tmp-<pid>-…` belongs to another process
+ * that is still running (what it names is being made; not gc's to take).
+ */
+export function tmpOfLiveProcess(name: string): boolean {
+  const m = /^\.tmp-(\d+)-/.exec(name);
+  return m !== null && Number(m[1]) !== process.pid && pidAlive(Number(m[1]));
+}
+
 export interface Lease { release(): void }
 
 /** Take a lease, waiting (up to timeoutMs) while a conflicting one is held. */

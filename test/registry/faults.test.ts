@@ -12,7 +12,7 @@ import { Store } from '../../src/store/store.ts';
 import { fsck } from '../../src/store/fsck.ts';
 import { pullImage } from '../../src/registry/pull.ts';
 import { isCowshedError } from '../../src/util/errors.ts';
-import { startProxy, startRegistry, type Fault, type RunningProxy, type RunningRegistry } from './servers.ts';
+import { startProxy, startRegistryWithDebian, type Fault, type RunningProxy, type RunningRegistry } from './servers.ts';
 
 const have = (tool: string): boolean => {
   try { execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }); return true; } catch { return false; }
@@ -30,9 +30,8 @@ describe('pull through a faulty network', { skip: missing.length ? `missing ${mi
   before(async () => {
     const fx = debianFixture();
     work = tempDir('cowshed-faults-');
-    registry = await startRegistry(join(work, 'registry'));
+    registry = await startRegistryWithDebian(join(work, 'registry'), fx.layout, ['v1']);
     proxy = await startProxy(registry.port);
-    execFileSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${fx.layout}:v1`, `docker://${registry.host}/debian:v1`], { stdio: 'ignore' });
     const index = JSON.parse(execFileSync('cat', [join(fx.layout, 'index.json')], { encoding: 'utf8' })) as { manifests: Array<{ digest: string }> };
     const manifest = JSON.parse(execFileSync('cat', [join(fx.layout, 'blobs', 'sha256', index.manifests[0].digest.slice(7))], { encoding: 'utf8' })) as { layers: Array<{ digest: string }> };
     layerDigest = manifest.layers[0].digest;

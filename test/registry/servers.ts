@@ -95,6 +95,20 @@ ${authYaml}`);
   throw new Error(`docker-registry did not start: ${stderr}`);
 }
 
+/** docker-registry holding the Debian fixture's `tags` (of the OCI layout `layout`) as debian:TAG. */
+export async function startRegistryWithDebian(dir: string, layout: string, tags: string[]): Promise<RunningRegistry> {
+  const registry = await startRegistry(dir);
+  try {
+    for (const tag of tags) {
+      execFileSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${layout}:${tag}`, `docker://${registry.host}/debian:${tag}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    }
+  } catch (e) {
+    await registry.stop();
+    throw e;
+  }
+  return registry;
+}
+
 // ---------------------------------------------------------------- proxy
 
 export type Fault = 'none' | 'drop' | 'truncate' | 'corrupt' | 'error500';

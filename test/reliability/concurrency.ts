@@ -4,12 +4,11 @@
 // No process may hang; each exits 0 or with one expected line (busy, locked);
 // after each round fsck is clean, every image that was not removed is still
 // there and reads, and what succeeded is visible.
-import { execFileSync } from 'node:child_process';
 import { writeFileSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { cowshed, cowshedOk, debianFixture, lastLine, removeTree, tempDir } from '../helpers/cli.ts';
 import { buildEdgeImage, EDGE_TAG, pseudoRandomBytes } from '../fixtures/edge-image.ts';
-import { startRegistry, type RunningRegistry } from '../registry/servers.ts';
+import { startRegistryWithDebian, type RunningRegistry } from '../registry/servers.ts';
 import { cowshedAsync, listImages, mountAndRead, prng, isOneLineError, orphanImageMounts, strayContainerState, type AsyncCliResult } from './lib.ts';
 
 export interface ConcurrencyFigures {
@@ -39,8 +38,7 @@ export async function concurrencyCampaign(opts: { rounds: number; seed: number; 
     let edge = opts.edgeLayout;
     if (!edge) { edge = join(work, 'edge'); await buildEdgeImage(edge); }
     // Debian's docker-registry on loopback, holding the same images the rounds import.
-    registry = await startRegistry(join(work, 'registry'));
-    for (const tag of ['v1', 'v2']) execFileSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${debian}:${tag}`, `docker://${registry.host}/debian:${tag}`]);
+    registry = await startRegistryWithDebian(join(work, 'registry'), debian, ['v1', 'v2']);
     const pulled = (tag: string): string => `${registry!.host}/debian:${tag}`;
     const store = join(work, 'store');
     cowshedOk(store, 'import', `oci:${debian}:v1`, 'debian:v1');

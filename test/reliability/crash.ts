@@ -8,12 +8,11 @@
 // half-extracted layers, half-copied roots), and that every earlier image
 // still mounts and reads. Under each storage driver asked for, each on a
 // filesystem that suits it (btrfs and xfs with reflink=1 on loop devices).
-import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { cowshed, cowshedOk, debianFixture, lastLine, removeTree, tempDir } from '../helpers/cli.ts';
 import { buildEdgeImage, EDGE_TAG, pseudoRandomBytes } from '../fixtures/edge-image.ts';
-import { startRegistry, type RunningRegistry } from '../registry/servers.ts';
+import { startRegistryWithDebian, type RunningRegistry } from '../registry/servers.ts';
 import { cowshedAsync, fsckOrRepair, listImages, mountAndRead, prng, tmpEntries, isOneLineError, strayContainerState, orphanImageMounts, type AsyncCliResult } from './lib.ts';
 import { driverLeftovers, type DriverName } from './driver-probes.ts';
 import { makeLoopFs, type LoopFs } from '../helpers/loop-fs.ts';
@@ -101,8 +100,7 @@ export async function crashCampaign(opts: CrashOptions): Promise<CrashFigures[]>
     let pullRef = '';
     if (ops.includes('pull')) {
       // One registry for the campaign, holding Debian v1.
-      registry = await startRegistry(join(work, 'registry'));
-      execFileSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${debian}:v1`, `docker://${registry.host}/debian:v1`], { stdio: ['ignore', 'ignore', 'pipe'] });
+      registry = await startRegistryWithDebian(join(work, 'registry'), debian, ['v1']);
       pullRef = `${registry.host}/debian:v1`;
     }
     const startup = (await cowshedAsync(join(work, 'probe-store'), ['images'])).ms;

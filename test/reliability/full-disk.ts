@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { cowshed, cowshedOk, debianFixture, lastLine, removeTree, tempDir } from '../helpers/cli.ts';
 import { buildEdgeImage, EDGE_TAG, pseudoRandomBytes } from '../fixtures/edge-image.ts';
 import { listImages, mountAndRead, tmpEntries, isOneLineError } from './lib.ts';
-import { startRegistry } from '../registry/servers.ts';
+import { startRegistryWithDebian } from '../registry/servers.ts';
 
 export interface FullDiskCase { name: string; message: string; refusedClearly: boolean; intact: boolean; spaceBack: boolean; notes: string[] }
 export interface FullDiskFigures { cases: FullDiskCase[]; passed: number; total: number }
@@ -69,9 +69,8 @@ export async function fullDiskCampaign(opts: { sizeMb?: number; edgeLayout?: str
     check('import oci: Debian (199 MB) into ~110 MB', ['import', `oci:${debian}:v1`, 'debian:v1']);
     check('import tar: Debian rootfs into ~110 MB', ['import', `tar:${rootfsTar}`, 'debian:tar']);
     // A pull that does not fit, from Debian's docker-registry on loopback.
-    const registry = await startRegistry(join(work, 'registry'));
+    const registry = await startRegistryWithDebian(join(work, 'registry'), debian, ['v1']);
     try {
-      execFileSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${debian}:v1`, `docker://${registry.host}/debian:v1`]);
       check('pull of Debian from a registry into ~110 MB', ['--quiet', 'pull', '--tls-verify=false', `${registry.host}/debian:v1`]);
     } finally {
       await registry.stop();
