@@ -11,16 +11,19 @@ const pullLib = () => import('../registry/pull.ts');
 const pushLib = () => import('../registry/push.ts');
 const authLib = () => import('../registry/auth-file.ts');
 
-/** --tls-verify, --tls-verify=false, --tls-verify=true */
+/** --tls-verify, --tls-verify=false, --tls-verify=true; unset: as registries.conf says (verify by default). */
 function tlsVerifyOption(): Option {
-  return new Option('--tls-verify [bool]', 'require HTTPS (false: plain HTTP, for loopback test registries)')
+  return new Option('--tls-verify [bool]', 'verify the registry\'s HTTPS certificate (false: skip verification, and allow plain HTTP); default: true unless registries.conf marks the registry insecure')
     .argParser((v: string | boolean) => {
       if (v === true || v === 'true') return true;
       if (v === 'false') return false;
       throw new CowshedError('EINVAL', `--tls-verify takes true or false (write --tls-verify=false), not ${JSON.stringify(v)}`);
-    })
-    .default(true);
+    });
 }
+
+const CERT_DIR_HELP = 'certificates for the registry: *.crt CAs and a NAME.cert + NAME.key client pair (instead of certs.d)';
+
+interface TransportFlags { tlsVerify?: boolean; certDir?: string }
 
 interface Bars { layer(i: number, n: number, digest: string, received: number, size: number, done: boolean, local?: boolean): void; stop(): void }
 
@@ -55,21 +58,30 @@ function layerBars(quiet: boolean): Bars {
 
 export function registryCommands(program: Command, withStore: WithStore, say: (s: string) => void): void {
   const quietGlobal = (): boolean => Boolean(program.opts<{ quiet?: boolean }>().quiet);
+  program
+    .option('--registries-conf <file>', 'registries.conf to read instead of the system and user ones (env CONTAINERS_REGISTRIES_CONF)')
+    .option('--cert-dir <dir>', CERT_DIR_HELP);
+  /** The command's TLS flags over the global ones. */
+  const transport = (o: TransportFlags): { tlsVerify?: boolean; certDir?: string; registriesConf?: string } => {
+    const g = program.opts<{ registriesConf?: string; certDir?: string }>();
+    return { tlsVerify: o.tlsVerify, certDir: o.certDir ?? g.certDir, registriesConf: g.registriesConf };
+  };
 
   program.command('pull')
     .description('pull an image from a registry (REGISTRY/REPO[:TAG|@DIGEST]); prints the image id')
     .argument('<ref>')
     .addOption(tlsVerifyOption())
+    .option('--cert-dir <dir>', CERT_DIR_HELP)
     .option('--creds <user:password>', 'credentials for the registry')
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image', 'linux/amd64')
     .option('-q, --quiet', 'print only the image id')
-    .action(async (ref: string, o: { tlsVerify: boolean; creds?: string; platform: string; quiet?: boolean }) => withStore(async (s) => {
+    .action(async (ref: string, o: TransportFlags & { creds?: string; platform: string; quiet?: boolean }) => withStore(async (s) => {
       const quiet = Boolean(o.quiet) || quietGlobal();
       const bars = layerBars(quiet);
       const t0 = performance.now();
       try {
         const r = await (await pullLib()).pullImage(s, ref, {
-          tlsVerify: o.tlsVerify, creds: o.creds, platform: o.platform,
+          ...transport(o), creds: o.creds, platform: o.platform,
           onBlobProgress: (p) => bars.layer(p.layer, p.layers, p.digest, p.received, p.size, p.done, p.local),
         });
         bars.stop();
@@ -87,13 +99,14 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .description('push an image to a registry; uploads only the layers the registry lacks')
     .argument('<image>').argument('<ref>', 'REGISTRY/REPO[:TAG]')
     .addOption(tlsVerifyOption())
+    .option('--cert-dir <dir>', CERT_DIR_HELP)
     .option('--creds <user:password>', 'credentials for the registry')
     .addOption(new Option('--compression-format <kind>', 'compression of uploaded layers (default gzip; named, only blobs of that compression are reused)').choices(['gzip', 'zstd']))
     .option('-q, --quiet', 'print only the manifest digest')
-    .action(async (image: string, ref: string, o: { tlsVerify: boolean; creds?: string; compressionFormat?: 'gzip' | 'zstd'; quiet?: boolean }) => withStore(async (s) => {
+    .action(async (image: string, ref: string, o: TransportFlags & { creds?: string; compressionFormat?: 'gzip' | 'zstd'; quiet?: boolean }) => withStore(async (s) => {
       const quiet = Boolean(o.quiet) || quietGlobal();
       const r = await (await pushLib()).pushImage(s, image, ref, {
-        tlsVerify: o.tlsVerify, creds: o.creds, compression: o.compressionFormat,
+        ...transport(o), creds: o.creds, compression: o.compressionFormat,
         onLayer: (e) => {
           if (!quiet) process.stderr.write(`layer ${e.layer + 1}/${e.layers} ${e.digest.slice(7, 19)}: ${e.action === 'uploaded' ? `uploaded ${formatBytes(e.size)}` : e.action === 'mounted' ? 'mounted from another repository' : 'already there'}\n`);
         },
@@ -106,10 +119,11 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .description('check credentials against a registry and store them in the containers auth file')
     .argument('<registry>')
     .addOption(tlsVerifyOption())
+    .option('--cert-dir <dir>', CERT_DIR_HELP)
     .requiredOption('-u, --username <user>', 'user name')
     .requiredOption('-p, --password <password>', 'password')
-    .action(async (registry: string, o: { tlsVerify: boolean; username: string; password: string }) => {
-      const file = await (await authLib()).login(registry, { username: o.username, password: o.password }, { tlsVerify: o.tlsVerify });
+    .action(async (registry: string, o: TransportFlags & { username: string; password: string }) => {
+      const file = await (await authLib()).login(registry, { username: o.username, password: o.password }, transport(o));
       say(`Login Succeeded! (${file})`);
     });
 

@@ -1,7 +1,15 @@
-// A client for the OCI distribution API on Node's fetch: references,
+// A client for the OCI distribution API on undici's fetch: references,
 // credentials, anonymous / basic / bearer-token auth, retries with backoff,
 // and blob downloads that resume with a Range request after a dropped
 // connection. Everything that can be large streams.
+//
+// Transport: every request goes through RegistryClient.send(), which uses
+// one undici Agent per client carrying the registry's TLS material
+// (tls.ts: system CAs + certs.d CAs + client certificate) and turns TLS
+// failures into one-line errors. HTTPS always; an insecure registry
+// (--tls-verify=false, or insecure in registries.conf) skips verification
+// and falls back to plain HTTP when HTTPS does not answer, as
+// containers/image pings https then http.
 
 import { Buffer } from 'node:buffer';
 import { existsSync, readFileSync } from 'node:fs';
@@ -11,6 +19,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CowshedError, isCowshedError } from '../util/errors.ts';
 import { isDigest } from '../oci/digest.ts';
 import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST } from '../oci/media-types.ts';
+import { checkNotBlocked, findRegistry, loadRegistriesConf } from './config.ts';
+import { suggestedCertDir, tlsMaterial } from './tls.ts';
+import type { Agent } from 'undici';
 
 export const MANIFEST_ACCEPT = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST].join(', ');
 
@@ -137,9 +148,22 @@ export function lookupCredentials(registry: string, repository?: string): Creden
 
 // ---------------------------------------------------------------- client
 
-export interface ClientOptions {
-  /** false: plain http (for loopback test registries); https otherwise. */
+export interface TransportOptions {
+  /**
+   * true: HTTPS with verification, whatever registries.conf says; false:
+   * HTTPS without verification, or plain HTTP if the registry does not
+   * speak HTTPS; undefined: as registries.conf says (verify by default).
+   */
   tlsVerify?: boolean;
+  /** A directory of *.crt CAs and a NAME.cert + NAME.key client pair, instead of certs.d. */
+  certDir?: string;
+  /** registries.conf to read instead of the system and user files. */
+  registriesConf?: string;
+}
+
+export interface ClientOptions extends TransportOptions {
+  /** This endpoint is marked insecure (a mirror's `insecure`): verification is skipped whatever tlsVerify says. */
+  insecure?: boolean;
   /** USER:PASS; otherwise looked up in the auth files. */
   creds?: string;
   /** Credentials given directly (login). */
@@ -191,12 +215,37 @@ function describe(e: unknown): string {
   return `${e instanceof Error ? e.message : String(e)}${cause}`;
 }
 
+const UNTRUSTED = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_SIGNATURE_FAILURE', 'CERT_UNTRUSTED']);
+
+interface CodedError { code: string; message: string; reason?: string; cert?: { subjectaltname?: string; subject?: { CN?: string } } }
+
+/** The innermost error of a cause chain that has a code. */
+function errorCode(e: unknown): CodedError | undefined {
+  let found: CodedError | undefined;
+  for (let x: unknown = e, n = 0; x && n < 6; x = (x as { cause?: unknown }).cause, n++) {
+    if (typeof x === 'object' && 'code' in x && typeof (x as { code: unknown }).code === 'string') {
+      const c = x as CodedError;
+      found = { code: c.code, message: String(c.message ?? ''), reason: c.reason, cert: c.cert };
+    }
+  }
+  return found;
+}
+
+/** A connection that the other side closed or reset: under TLS 1.3, how a refused client certificate shows. */
+const SOCKET_CLOSED = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE', 'UND_ERR_CLOSED']);
+
 export interface BlobStreamStats { bytes: number; requests: number; resumed: number }
 
 export class RegistryClient {
   readonly registry: string;
-  readonly base: string;
+  readonly apiHost: string;
+  /** https://HOST, or http://HOST once an insecure registry turned out not to speak HTTPS. */
+  base: string;
   readonly opts: ClientOptions;
+  /** Verification skipped (and plain HTTP allowed). */
+  readonly insecure: boolean;
+  private schemeKnown: boolean;
+  private agent: Agent | undefined;
   private readonly credentials: Credentials | undefined;
   private readonly credentialsSource: string;
   private challenge: Challenge | undefined;
@@ -208,8 +257,14 @@ export class RegistryClient {
 
   constructor(registry: string, apiHost: string, opts: ClientOptions = {}, repository?: string) {
     this.registry = registry;
+    this.apiHost = apiHost;
     this.opts = opts;
-    this.base = `${opts.tlsVerify === false ? 'http' : 'https'}://${apiHost}`;
+    const conf = loadRegistriesConf(opts.registriesConf);
+    const name = `${registry}/${repository ?? ''}`.replace(/\/$/, '');
+    checkNotBlocked(conf, { registry, apiHost, repository: repository ?? '' });
+    this.insecure = opts.insecure === true || opts.tlsVerify === false || (opts.tlsVerify === undefined && findRegistry(conf, name)?.insecure === true);
+    this.base = `https://${apiHost}`;
+    this.schemeKnown = !this.insecure;
     if (opts.credentials) { this.credentials = opts.credentials; this.credentialsSource = 'the given credentials'; }
     else if (opts.creds !== undefined) { this.credentials = parseCreds(opts.creds); this.credentialsSource = '--creds'; }
     else { this.credentials = lookupCredentials(registry, repository); this.credentialsSource = 'the auth file'; }
@@ -246,7 +301,7 @@ export class RegistryClient {
     if (this.credentials) {
       headers.authorization = `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`;
     }
-    const res = await this.withRetries(`token from ${u.origin}`, () => this.fetchWithTimeout(u.toString(), { headers }));
+    const res = await this.withRetries(`token from ${u.origin}`, () => this.send(u.toString(), { headers }));
     if (res.status === 401 || res.status === 403) { await res.body?.cancel(); throw this.authFailed(res.status, 'token request'); }
     if (!res.ok) { await res.body?.cancel(); throw new CowshedError('ETOOL', `${this.registry}: token server ${u.origin} answered HTTP ${res.status}`); }
     let body: { token?: unknown; access_token?: unknown };
@@ -260,17 +315,125 @@ export class RegistryClient {
     return `Bearer ${token}`;
   }
 
-  private async fetchWithTimeout(url: string, init: RequestInit): Promise<Response> {
+  /**
+   * THE transport: every HTTP request of the client goes through here. One
+   * attempt, no auth logic; TLS failures become one-line errors (not
+   * retried), other network failures stay TypeErrors (retried by callers).
+   */
+  async send(url: string, init: { method?: string; headers?: Record<string, string>; body?: Buffer }): Promise<Response> {
+    const { fetch: undiciFetch, Agent: AgentClass } = await import('undici');
+    if (!this.agent) {
+      const tls = tlsMaterial(this.registry, this.opts.certDir);
+      this.agent = new AgentClass({ connect: { secureContext: tls.context, rejectUnauthorized: !this.insecure } });
+    }
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(new CowshedError('ETOOL', `no answer from ${new URL(url).host} in ${this.idleMs / 1000} s`)), this.idleMs);
     try {
-      return await fetch(url, { ...init, signal: ctl.signal, redirect: 'follow' });
+      const res = await undiciFetch(url, { ...init, signal: ctl.signal, redirect: 'follow', dispatcher: this.agent });
+      return res as unknown as Response;
     } catch (e) {
       if (ctl.signal.aborted) throw new TypeError(`timed out: ${describe(ctl.signal.reason)}`);
+      const tlsError = this.tlsError(url, e);
+      if (tlsError) throw tlsError;
+      // Closed right after the handshake: a TLS alert undici did not pass on? Ask once more, bare.
+      if (url.startsWith('https:') && SOCKET_CLOSED.has(errorCode(e)?.code ?? '')) {
+        const diagnosed = await this.diagnoseTls(new URL(url));
+        if (diagnosed) throw diagnosed;
+      }
       throw e;
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** A bare TLS connection with the client's settings, to read the alert that closes it, if any. */
+  private async diagnoseTls(u: URL): Promise<CowshedError | undefined> {
+    const { connect } = await import('node:tls');
+    const { isIP } = await import('node:net');
+    const tls = tlsMaterial(this.registry, this.opts.certDir);
+    return new Promise((resolve) => {
+      const sock = connect({
+        host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443), secureContext: tls.context,
+        rejectUnauthorized: !this.insecure, servername: isIP(u.hostname) ? undefined : u.hostname, ALPNProtocols: ['http/1.1'],
+      });
+      let settled = false;
+      const done = (e?: unknown): void => {
+        if (settled) return;
+        settled = true;
+        sock.destroy();
+        resolve(e === undefined ? undefined : this.tlsError(u.toString(), e));
+      };
+      sock.once('secureConnect', () => sock.write(`GET /v2/ HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\n\r\n`));
+      sock.once('error', done);
+      sock.once('data', () => done());
+      sock.once('close', () => done());
+      sock.setTimeout(5000, () => done());
+    });
+  }
+
+  /** A TLS failure as a one-line error naming the host and the fix; undefined for other errors. */
+  private tlsError(url: string, e: unknown): CowshedError | undefined {
+    const u = new URL(url);
+    if (u.protocol !== 'https:') return undefined;
+    const c = errorCode(e);
+    if (!c) return undefined;
+    const host = u.host;
+    const dir = suggestedCertDir(this.registry);
+    const skip = 'or pass --tls-verify=false to skip verification';
+    const mk = (m: string): CowshedError => new CowshedError('ETOOL', `${host}: ${m}`, { cause: e, exitCode: 1 });
+    if (UNTRUSTED.has(c.code)) return mk(`the registry's certificate is not signed by a trusted CA (${c.code}): put the CA certificate in ${dir}/ca.crt (or in a --cert-dir), ${skip}`);
+    if (c.code === 'CERT_HAS_EXPIRED' || c.code === 'CERT_NOT_YET_VALID') return mk(`the registry's certificate ${c.code === 'CERT_HAS_EXPIRED' ? 'has expired' : 'is not valid yet'}: renew it on the registry (or check this machine's clock), ${skip}`);
+    if (c.code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+      const names = c.cert?.subjectaltname || (c.cert?.subject?.CN ? `CN ${c.cert.subject.CN}` : 'no names');
+      return mk(`the registry's certificate is for ${names}, not ${u.hostname}: give the registry a certificate for ${u.hostname}, ${skip}`);
+    }
+    if (/WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|UNKNOWN_PROTOCOL|HTTP_REQUEST/.test(c.code) || /wrong version number|packet length too long/.test(c.message)) {
+      return mk('the registry answers plain HTTP, not HTTPS: if it is meant to, pass --tls-verify=false or set insecure = true for it in registries.conf');
+    }
+    if (/ALERT_CERTIFICATE_REQUIRED|ALERT_BAD_CERTIFICATE|ALERT_HANDSHAKE_FAILURE|ALERT_UNKNOWN_CA|ALERT_CERTIFICATE_UNKNOWN/.test(c.code)) {
+      const tls = tlsMaterial(this.registry, this.opts.certDir);
+      return mk(tls.clientCert
+        ? `the registry refused the client certificate ${tls.clientCert} (${c.code}): put one it accepts there, with its key`
+        : `the registry requires a client certificate (${c.code}): put client.cert and client.key in ${dir}/ (or in a --cert-dir)`);
+    }
+    if (c.code.startsWith('ERR_SSL_') || c.code.startsWith('ERR_TLS_') || c.code.startsWith('ERR_OSSL_')) return mk(`TLS failed (${c.code}: ${c.message}): check certs.d for this registry, ${skip}`);
+    return undefined;
+  }
+
+  /**
+   * Decides http or https for an insecure registry, once: HTTPS (without
+   * verification) if it answers at all, else plain HTTP. One attempt, so
+   * a mirror that is down is passed over at once.
+   */
+  async probe(): Promise<void> {
+    if (this.schemeKnown) {
+      const res = await this.send(this.url('/v2/'), { method: 'GET' }).catch((e: unknown) => {
+        if (isCowshedError(e)) throw e;
+        throw new CowshedError('ETOOL', `${this.registry}: ${describe(e)}`, { cause: e });
+      });
+      await res.body?.cancel().catch(() => {});
+      return;
+    }
+    await this.ensureScheme(true);
+  }
+
+  private async ensureScheme(strict = false): Promise<void> {
+    if (this.schemeKnown) return;
+    tlsMaterial(this.registry, this.opts.certDir); // a broken certs.d is an error, not a reason to try plain HTTP
+    try {
+      const res = await this.send(`https://${this.apiHost}/v2/`, { method: 'GET' });
+      await res.body?.cancel().catch(() => {});
+      this.schemeKnown = true;
+      return;
+    } catch { /* not HTTPS: try plain HTTP */ }
+    this.base = `http://${this.apiHost}`;
+    if (strict) {
+      const res = await this.send(this.url('/v2/'), { method: 'GET' }).catch((e: unknown) => {
+        throw new CowshedError('ETOOL', `${this.registry}: neither HTTPS nor HTTP answers: ${describe(e)}`, { cause: e });
+      });
+      await res.body?.cancel().catch(() => {});
+    }
+    this.schemeKnown = true;
   }
 
   private get idleMs(): number { return this.opts.idleTimeoutMs ?? 60_000; }
@@ -307,6 +470,7 @@ export class RegistryClient {
    * otherwise.
    */
   async request(method: string, pathOrUrl: string, ro: RequestOptions): Promise<Response> {
+    await this.ensureScheme();
     const url = this.url(pathOrUrl);
     const ok = ro.ok ?? ((s: number) => s >= 200 && s < 300);
     let refreshed = false;
@@ -315,7 +479,7 @@ export class RegistryClient {
       const res = await this.withRetries(ro.what, () => {
         const headers: Record<string, string> = { ...ro.headers };
         if (auth) headers.authorization = auth;
-        return this.fetchWithTimeout(url, { method, headers, body: ro.body });
+        return this.send(url, { method, headers, body: ro.body });
       });
       if (ro.body) this.bytesSent += ro.body.length;
       if (res.status === 401) {

@@ -14,11 +14,11 @@ import {
 } from '../oci/types.ts';
 import type { Store } from '../store/store.ts';
 import type { ImportProgress, ImportResult } from '../store/import.ts';
-import { RegistryClient, formatRef, imageNameFor, parseRegistryRef, type BlobStreamStats, type RegistryRef } from './client.ts';
+import { RegistryClient, formatRef, imageNameFor, parseRegistryRef, type BlobStreamStats, type RegistryRef, type TransportOptions } from './client.ts';
+import { loadRegistriesConf, pullEndpoints, resolveShortName } from './config.ts';
 import { recordBlobs } from './blob-cache.ts';
 
-export interface PullOptions {
-  tlsVerify?: boolean;
+export interface PullOptions extends TransportOptions {
   creds?: string;
   platform?: string;
   /** Blobs already at hand (the store's): a config found here is not fetched again. */
@@ -37,7 +37,10 @@ export interface PullOptions {
 export interface BlobProgress { layer: number; layers: number; digest: string; received: number; size: number; done: boolean; /** Rebuilt from the store, not fetched. */ local?: boolean }
 
 export interface RegistrySource extends ImageSource {
+  /** The image as named (after short-name resolution): its local name comes from here. */
   registryRef: RegistryRef;
+  /** Where it is read from: the registry itself or one of its mirrors (registries.conf). */
+  endpointRef: RegistryRef;
   client: RegistryClient;
   /** Blob bytes received, blob GET requests made, of which resumed with Range. */
   stats: BlobStreamStats;
@@ -61,13 +64,46 @@ function pickPlatform(ds: Descriptor[], want: Platform, where: string): Descript
   return hits.find((d) => d.platform?.variant === undefined) ?? hits[0];
 }
 
-/** Opens an image in a registry; manifest and config are fetched and verified now, layers when read. */
+/**
+ * Opens an image in a registry; manifest and config are fetched and
+ * verified now, layers when read. A short name is resolved through
+ * registries.conf (aliases, then unqualified-search-registries, each tried
+ * in turn); each name is read from its mirrors in order, then from the
+ * registry itself, the first that serves the manifest and config winning.
+ */
 export async function openRegistrySource(ref: string, opts: PullOptions = {}): Promise<RegistrySource> {
-  const r = parseRegistryRef(ref);
-  const where = formatRef(r);
+  const conf = loadRegistriesConf(opts.registriesConf);
+  const resolved = resolveShortName(conf, ref);
+  const failures: Array<{ where: string; error: CowshedError }> = [];
+  for (const candidate of resolved.refs) {
+    const origin = parseRegistryRef(candidate);
+    for (const ep of pullEndpoints(conf, origin)) {
+      try {
+        const client = RegistryClient.forRef(ep.ref, {
+          tlsVerify: opts.tlsVerify, creds: opts.creds, certDir: opts.certDir, registriesConf: opts.registriesConf, insecure: ep.insecure, ...opts.client,
+        });
+        if (ep.mirror) await client.probe();
+        return await openAt(origin, ep.ref, client, opts);
+      } catch (e) {
+        if (!isCowshedError(e)) throw e;
+        failures.push({ where: ep.mirror ? `mirror ${ep.ref.registry}` : ep.ref.registry, error: e });
+      }
+    }
+  }
+  const last = failures[failures.length - 1].error;
+  if (failures.length === 1) throw last;
+  if (resolved.refs.length > 1) {
+    throw new CowshedError(failures.every((f) => f.error.code === 'ENOENT') ? 'ENOENT' : last.code,
+      `${ref}: not pulled from any of the unqualified-search-registries (${failures.map((f) => `${f.where}: ${f.error.message}`).join('; ')})`, { cause: last });
+  }
+  const others = failures.slice(0, -1).map((f) => `${f.where}: ${f.error.message}`).join('; ');
+  throw new CowshedError(last.code, `${last.message} (tried first: ${others})`, { cause: last, exitCode: last.exitCode });
+}
+
+async function openAt(r: RegistryRef, at: RegistryRef, client: RegistryClient, opts: PullOptions): Promise<RegistrySource> {
+  const where = formatRef(at);
   const platform = parsePlatformString(opts.platform ?? DEFAULT_PLATFORM);
-  const client = RegistryClient.forRef(r, { tlsVerify: opts.tlsVerify, creds: opts.creds, ...opts.client });
-  const repo = r.repository;
+  const repo = at.repository;
 
   let reference = r.digest ?? r.tag!;
   // HEAD first: cheap, and says whether it is there before any body moves.
@@ -116,8 +152,9 @@ export async function openRegistrySource(ref: string, opts: PullOptions = {}): P
   }
 
   const source: RegistrySource = {
-    ref: `docker://${where}`,
+    ref: `docker://${formatRef(r)}`,
     registryRef: r,
+    endpointRef: at,
     client,
     stats,
     localLayers: 0,
@@ -143,7 +180,7 @@ function registryLayer(
   src: RegistrySource, where: string, index: number, d: Descriptor, diffId: string, local: (() => AsyncIterable<Uint8Array>) | undefined,
 ): LayerRef {
   const what = `${where}: layer ${index + 1} (${d.digest})`;
-  const repo = src.registryRef.repository;
+  const repo = src.endpointRef.repository;
   const count = src.manifest.parsed.layers.length;
   async function* progress(blob: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
     let received = 0;

@@ -11,11 +11,10 @@ import { compress } from '../oci/compression.ts';
 import { OCI_CONFIG, OCI_MANIFEST, ociLayerMediaType, type Compression } from '../oci/media-types.ts';
 import { sha256Digest } from '../oci/digest.ts';
 import type { Store } from '../store/store.ts';
-import { RegistryClient, formatRef, parseRegistryRef, pushScope } from './client.ts';
+import { RegistryClient, formatRef, parseRegistryRef, pushScope, type TransportOptions } from './client.ts';
 import { knownBlobs, recordBlobs, type KnownBlob } from './blob-cache.ts';
 
-export interface PushOptions {
-  tlsVerify?: boolean;
+export interface PushOptions extends TransportOptions {
   creds?: string;
   /** Compression of layers cowshed uploads (default gzip). Named explicitly, only blobs of that compression are reused. */
   compression?: 'gzip' | 'zstd';
@@ -88,7 +87,7 @@ export async function pushImage(store: Store, imageRef: string, destRef: string,
   const r = parseRegistryRef(destRef);
   const where = formatRef(r);
   const repo = r.repository;
-  const client = RegistryClient.forRef(r, { tlsVerify: opts.tlsVerify, creds: opts.creds, ...opts.client });
+  const client = RegistryClient.forRef(r, { tlsVerify: opts.tlsVerify, creds: opts.creds, certDir: opts.certDir, registriesConf: opts.registriesConf, ...opts.client });
   const compression = opts.compression ?? 'gzip';
   const pushScopes = [pushScope(repo)];
 

@@ -47,10 +47,25 @@ export interface RegistryAuth {
   token?: { realm: string; service: string; issuer: string; certFile: string };
 }
 
+export interface RegistryServe {
+  /** Serve HTTPS with this certificate and key (PEM files). */
+  tls?: { certificate: string; key: string; /** Require client certificates signed by these CAs. */ clientCas?: string[] };
+  /** Pull-through cache (proxy mode) of this registry URL. */
+  proxyRemote?: string;
+  /** Listen on this port (restarting a registry where it was). */
+  port?: number;
+}
+
 /** docker-registry on a free loopback port, storage in dir. */
-export async function startRegistry(dir: string, auth: RegistryAuth = {}): Promise<RunningRegistry> {
+export async function startRegistry(dir: string, auth: RegistryAuth = {}, serve: RegistryServe = {}): Promise<RunningRegistry> {
   mkdirSync(join(dir, 'data'), { recursive: true });
-  const port = await freePort();
+  const port = serve.port ?? await freePort();
+  let tlsYaml = '';
+  if (serve.tls) {
+    tlsYaml = `  tls:\n    certificate: ${serve.tls.certificate}\n    key: ${serve.tls.key}\n`;
+    if (serve.tls.clientCas) tlsYaml += `    clientcas:\n${serve.tls.clientCas.map((c) => `      - ${c}\n`).join('')}`;
+  }
+  const proxyYaml = serve.proxyRemote ? `proxy:\n  remoteurl: ${serve.proxyRemote}\n` : '';
   let authYaml = '';
   if (auth.htpasswd) {
     const file = join(dir, 'htpasswd');
@@ -74,7 +89,7 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:${port}
-${authYaml}`);
+${tlsYaml}${authYaml}${proxyYaml}`);
   const child: ChildProcess = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
@@ -87,6 +102,7 @@ ${authYaml}`);
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) throw new Error(`docker-registry exited: ${stderr}`);
     try {
+      // A TLS docker-registry answers plain HTTP with 400: it is up.
       await fetch(`http://127.0.0.1:${port}/v2/`);
       return { port, host: `127.0.0.1:${port}`, dir, stop };
     } catch { await sleep(50); }
@@ -240,4 +256,36 @@ export async function startTokenServer(dir: string, user: string, password: stri
   });
   const port = await listen(server);
   return { port, realm: `http://127.0.0.1:${port}/token`, service, issuer, certFile, issued, stop: () => close(server) };
+}
+
+// ---------------------------------------------------------------- certificates
+
+export interface TestCa { dir: string; cert: string; key: string }
+
+const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+
+/** A CA made with openssl, in dir/NAME.crt and dir/NAME.key. */
+export function makeCa(dir: string, name = 'ca'): TestCa {
+  mkdirSync(dir, { recursive: true });
+  const cert = join(dir, `${name}.crt`);
+  const key = join(dir, `${name}.key`);
+  execFileSync('openssl', ['req', '-x509', ...EC, '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=cowshed test ${name}`], { stdio: 'ignore' });
+  return { dir, cert, key };
+}
+
+/**
+ * A certificate signed by ca, in dir/NAME.{crt,key}: for a server (SAN
+ * IP:127.0.0.1 unless `san` says otherwise), or a client (clientAuth).
+ * days < 0 gives one that has expired.
+ */
+export function makeCert(ca: TestCa, dir: string, name: string, o: { san?: string; client?: boolean; days?: number } = {}): { cert: string; key: string } {
+  mkdirSync(dir, { recursive: true });
+  const cert = join(dir, `${name}.crt`);
+  const key = join(dir, `${name}.key`);
+  const csr = join(dir, `${name}.csr`);
+  const ext = join(dir, `${name}.ext`);
+  execFileSync('openssl', ['req', ...EC, '-keyout', key, '-out', csr, '-subj', `/CN=${o.client ? 'cowshed-client' : '127.0.0.1'}`], { stdio: 'ignore' });
+  writeFileSync(ext, o.client ? 'extendedKeyUsage=clientAuth\n' : `subjectAltName=${o.san ?? 'IP:127.0.0.1'}\nextendedKeyUsage=serverAuth\n`);
+  execFileSync('openssl', ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert, '-days', String(o.days ?? 2), '-extfile', ext], { stdio: 'ignore' });
+  return { cert, key };
 }
