@@ -22,6 +22,8 @@ import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST } from '
 import { checkNotBlocked, findRegistry, loadRegistriesConf } from './config.ts';
 import { suggestedCertDir, tlsMaterial } from './tls.ts';
 import type { Agent } from 'undici';
+import { connect as tlsConnect, type SecureContext } from 'node:tls';
+import { isIP } from 'node:net';
 
 export const MANIFEST_ACCEPT = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST].join(', ');
 
@@ -348,11 +350,9 @@ export class RegistryClient {
 
   /** A bare TLS connection with the client's settings, to read the alert that closes it, if any. */
   private async diagnoseTls(u: URL): Promise<CowshedError | undefined> {
-    const { connect } = await import('node:tls');
-    const { isIP } = await import('node:net');
     const tls = tlsMaterial(this.registry, this.opts.certDir);
     return new Promise((resolve) => {
-      const sock = connect({
+      const sock = tlsConnect({
         host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443), secureContext: tls.context,
         rejectUnauthorized: !this.insecure, servername: isIP(u.hostname) ? undefined : u.hostname, ALPNProtocols: ['http/1.1'],
       });
@@ -419,13 +419,11 @@ export class RegistryClient {
 
   private async ensureScheme(strict = false): Promise<void> {
     if (this.schemeKnown) return;
-    tlsMaterial(this.registry, this.opts.certDir); // a broken certs.d is an error, not a reason to try plain HTTP
-    try {
-      const res = await this.send(`https://${this.apiHost}/v2/`, { method: 'GET' });
-      await res.body?.cancel().catch(() => {});
+    const tls = tlsMaterial(this.registry, this.opts.certDir); // a broken certs.d is an error, not a reason to try plain HTTP
+    if (await this.speaksTls(tls.context)) {
       this.schemeKnown = true;
       return;
-    } catch { /* not HTTPS: try plain HTTP */ }
+    }
     this.base = `http://${this.apiHost}`;
     if (strict) {
       const res = await this.send(this.url('/v2/'), { method: 'GET' }).catch((e: unknown) => {
@@ -434,6 +432,33 @@ export class RegistryClient {
       await res.body?.cancel().catch(() => {});
     }
     this.schemeKnown = true;
+  }
+
+  /**
+   * Whether the registry completes a TLS handshake (verification off: this
+   * is for insecure registries). A server that answers the hello with
+   * plain HTTP, closes, or says nothing for 3 s does not.
+   */
+  private async speaksTls(secureContext: SecureContext): Promise<boolean> {
+    const u = new URL(`https://${this.apiHost}/`);
+    return new Promise((resolve) => {
+      const sock = tlsConnect({
+        host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443), secureContext, rejectUnauthorized: false,
+        servername: isIP(u.hostname) ? undefined : u.hostname, ALPNProtocols: ['http/1.1'],
+      });
+      let settled = false;
+      const done = (yes: boolean): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        sock.destroy();
+        resolve(yes);
+      };
+      const timer = setTimeout(() => done(false), 3000);
+      sock.once('secureConnect', () => done(true));
+      sock.once('error', () => done(false));
+      sock.once('close', () => done(false));
+    });
   }
 
   private get idleMs(): number { return this.opts.idleTimeoutMs ?? 60_000; }

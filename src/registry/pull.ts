@@ -86,7 +86,7 @@ export async function openRegistrySource(ref: string, opts: PullOptions = {}): P
         return await openAt(origin, ep.ref, client, opts);
       } catch (e) {
         if (!isCowshedError(e)) throw e;
-        failures.push({ where: ep.mirror ? `mirror ${ep.ref.registry}` : ep.ref.registry, error: e });
+        failures.push({ where: ep.mirror ? 'mirror ' : '', error: e });
       }
     }
   }
@@ -94,9 +94,9 @@ export async function openRegistrySource(ref: string, opts: PullOptions = {}): P
   if (failures.length === 1) throw last;
   if (resolved.refs.length > 1) {
     throw new CowshedError(failures.every((f) => f.error.code === 'ENOENT') ? 'ENOENT' : last.code,
-      `${ref}: not pulled from any of the unqualified-search-registries (${failures.map((f) => `${f.where}: ${f.error.message}`).join('; ')})`, { cause: last });
+      `${ref}: not pulled from any of the unqualified-search-registries (${failures.map((f) => `${f.where}${f.error.message}`).join('; ')})`, { cause: last });
   }
-  const others = failures.slice(0, -1).map((f) => `${f.where}: ${f.error.message}`).join('; ');
+  const others = failures.slice(0, -1).map((f) => `${f.where}${f.error.message}`).join('; ');
   throw new CowshedError(last.code, `${last.message} (tried first: ${others})`, { cause: last, exitCode: last.exitCode });
 }
 

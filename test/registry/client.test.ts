@@ -79,10 +79,13 @@ describe('credentials', () => {
     }
   });
 
-  test('plain http only when TLS verification is off', () => {
+  test('HTTPS first; verification skipped (and plain HTTP allowed) only when TLS verification is off', () => {
     assert.equal(new RegistryClient('r.example', 'r.example').base, 'https://r.example');
-    assert.equal(new RegistryClient('r.example', 'r.example', { tlsVerify: true }).base, 'https://r.example');
-    assert.equal(new RegistryClient('127.0.0.1:5000', '127.0.0.1:5000', { tlsVerify: false }).base, 'http://127.0.0.1:5000');
+    assert.equal(new RegistryClient('r.example', 'r.example').insecure, false);
+    assert.equal(new RegistryClient('r.example', 'r.example', { tlsVerify: true }).insecure, false);
+    const off = new RegistryClient('127.0.0.1:5000', '127.0.0.1:5000', { tlsVerify: false });
+    assert.equal(off.base, 'https://127.0.0.1:5000');
+    assert.equal(off.insecure, true);
   });
 });
 

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { REPO } from '../helpers/cli.ts';
+import { writeOciLayout } from '../../src/oci/layout-writer.ts';
 
 const execFileP = promisify(execFile);
 const MAIN = join(REPO, 'bin', 'cowshed.js');
@@ -289,3 +290,19 @@ export function makeCert(ca: TestCa, dir: string, name: string, o: { san?: strin
   execFileSync('openssl', ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert, '-days', String(o.days ?? 2), '-extfile', ext], { stdio: 'ignore' });
   return { cert, key };
 }
+
+// ---------------------------------------------------------------- images
+
+/** A one-layer image (a few files) as an OCI layout tagged v1. */
+export async function tinyLayout(dir: string, seed: string): Promise<string> {
+  const root = join(dir, 'rootfs');
+  mkdirSync(join(root, 'etc'), { recursive: true });
+  writeFileSync(join(root, 'etc', 'hello'), `hello from ${seed}\n`);
+  writeFileSync(join(root, 'data'), Buffer.alloc(200_000, seed));
+  const tar = join(dir, 'layer.tar.gz');
+  execFileSync('tar', ['-czf', tar, '-C', root, '.']);
+  const layout = join(dir, 'layout');
+  await writeOciLayout(layout, { config: { architecture: 'amd64', os: 'linux', config: {} }, layers: [{ path: tar }], tag: 'v1' });
+  return layout;
+}
+

@@ -12,26 +12,12 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, removeTree } from '../helpers/cli.ts';
-import { writeOciLayout } from '../../src/oci/layout-writer.ts';
-import { cowshedAsync, makeCa, makeCert, startRegistry, type RunningRegistry, type TestCa } from './servers.ts';
+import { cowshedAsync, makeCa, makeCert, startRegistry, tinyLayout, type RunningRegistry, type TestCa } from './servers.ts';
 
 const have = (tool: string): boolean => {
   try { execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }); return true; } catch { return false; }
 };
 const missing = ['docker-registry', 'skopeo', 'openssl', 'htpasswd'].filter((t) => !have(t));
-
-/** A one-layer image (a few files) as an OCI layout tagged v1. */
-export async function tinyLayout(dir: string, seed: string): Promise<string> {
-  const root = join(dir, 'rootfs');
-  mkdirSync(join(root, 'etc'), { recursive: true });
-  writeFileSync(join(root, 'etc', 'hello'), `hello from ${seed}\n`);
-  writeFileSync(join(root, 'data'), Buffer.alloc(200_000, seed));
-  const tar = join(dir, 'layer.tar.gz');
-  execFileSync('tar', ['-czf', tar, '-C', root, '.']);
-  const layout = join(dir, 'layout');
-  await writeOciLayout(layout, { config: { architecture: 'amd64', os: 'linux', config: {} }, layers: [{ path: tar }], tag: 'v1' });
-  return layout;
-}
 
 function oneLine(stderr: string): string {
   const lines = stderr.trim().split('\n');

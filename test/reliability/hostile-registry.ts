@@ -95,6 +95,7 @@ export async function startHostileRegistry(): Promise<HostileRegistry> {
     sock.on('error', () => {});
     let head = '';
     sock.on('data', (d) => {
+      if (head === '' && d[0] === 0x16) { sock.destroy(); return; } // a TLS hello: not spoken here (a client probing for HTTPS)
       if (head.includes('\r\n\r\n')) return; // request bodies (none in a pull) are ignored
       head += d.toString('latin1');
       if (!head.includes('\r\n\r\n')) { if (head.length > 65536) sock.destroy(); return; }
