@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import type { Store } from '../store/store.ts';
 import { formatBytes } from './output.ts';
 import { CowshedError } from '../util/errors.ts';
+import { pullAdmission, pushSigner } from './trust.ts';
 
 type WithStore = <T>(fn: (s: Store) => Promise<T> | T) => Promise<T>;
 
@@ -69,7 +70,7 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
       const t0 = performance.now();
       try {
         const r = await (await pullLib()).pullImage(s, ref, {
-          tlsVerify: o.tlsVerify, creds: o.creds, platform: o.platform,
+          tlsVerify: o.tlsVerify, creds: o.creds, platform: o.platform, admit: pullAdmission(program, o),
           onBlobProgress: (p) => bars.layer(p.layer, p.layers, p.digest, p.received, p.size, p.done, p.local),
         });
         bars.stop();
@@ -92,6 +93,7 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .option('-q, --quiet', 'print only the manifest digest')
     .action(async (image: string, ref: string, o: { tlsVerify: boolean; creds?: string; compressionFormat?: 'gzip' | 'zstd'; quiet?: boolean }) => withStore(async (s) => {
       const quiet = Boolean(o.quiet) || quietGlobal();
+      const sign = await pushSigner(program, o, ref, o); // opens the signing key before anything is uploaded
       const r = await (await pushLib()).pushImage(s, image, ref, {
         tlsVerify: o.tlsVerify, creds: o.creds, compression: o.compressionFormat,
         onLayer: (e) => {
@@ -99,6 +101,7 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
         },
       });
       if (!quiet) process.stderr.write(`pushed ${r.ref}: ${formatBytes(r.bytesSent)} sent\n`);
+      if (sign) { const m = await sign(s, image, r.digest); if (!quiet) process.stderr.write(`${m}\n`); }
       say(r.digest);
     }));
 
