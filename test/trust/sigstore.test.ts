@@ -209,6 +209,32 @@ sys.stdout.buffer.write(nacl.secret.SecretBox(k).decrypt(base64.b64decode(d['cip
     assert.deepEqual(images(store), []);
   });
 
+  it('hostile registry: a signature (made with openssl) naming another composefs digest: refused at import, nothing stored', async () => {
+    cliOk(src, pushArgs('small:v2', 'cfs:v1'));
+    const target = sha256((await manifest('cfs', 'v1')).bytes);
+    const payload = Buffer.from(JSON.stringify({
+      critical: { identity: { 'docker-reference': `${H()}/cfs:v1` }, image: { 'docker-manifest-digest': target }, type: 'cosign container image signature' },
+      optional: { 'dev.cowshed.composefs-digest': 'ab'.repeat(32) },
+    }));
+    writeFileSync(join(T, 'cfs-payload'), payload);
+    // key.der: the private key python decrypted in the first test.
+    execFileSync('openssl', ['pkey', '-inform', 'DER', '-in', join(T, 'key.der'), '-out', join(T, 'key.pem')]);
+    const sig = execFileSync('openssl', ['dgst', '-sha256', '-sign', join(T, 'key.pem'), join(T, 'cfs-payload')]);
+    const layer = await putBlob('cfs', payload);
+    const config = Buffer.from('{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}');
+    const cd = await putBlob('cfs', config);
+    await putManifest('cfs', `${target.replace(':', '-')}.sig`, Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: cd, size: config.length },
+      layers: [{ mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', digest: layer, size: payload.length, annotations: { 'dev.cosignproject.cosign/signature': sig.toString('base64') } }],
+    })), 'application/vnd.oci.image.manifest.v1+json');
+    const p = writePolicy(join(T, 'policy-cfs.json'), { default: [{ type: 'sigstoreSigned', keyPath: pub }] });
+    const store = join(T, 'pull-cfs');
+    const line = oneLineFailure(pullIn(store, 'cfs:v1', '-q', '--signature-policy', p, '--registries.d', regd));
+    assert.match(line, new RegExp(`names composefs image ${'ab'.repeat(32)}, but the layers build [0-9a-f]{64}: refused, nothing stored`));
+    assert.deepEqual(images(store), []);
+  });
+
   it('a cosign v3 bundle (OCI referrer) is named as a format cowshed does not read', async () => {
     cliOk(src, pushArgs('small:v2', 'bundled:v1'));
     const target = (await manifest('bundled', 'v1')).bytes;
