@@ -44,7 +44,8 @@ export interface SigstoreAttachment {
 
 interface Desc { mediaType: string; digest: string; size: number; annotations?: Record<string, string>; artifactType?: string }
 
-function parseDescriptors(bytes: Buffer, what: string): { config: Desc; layers: Desc[] } {
+/** Parses an (untrusted) signature manifest: its config and one layer per signature. */
+export function parseSignatureManifest(bytes: Buffer, what: string): { config: Desc; layers: Desc[] } {
   const bad = (why: string): never => { throw new CowshedError('EFORMAT', `${what}: invalid signature manifest: ${why}`); };
   let v: unknown;
   try { v = JSON.parse(bytes.toString('utf8')); } catch { return bad('not JSON'); }
@@ -81,7 +82,7 @@ export async function getAttachmentManifest(client: RegistryClient, repo: string
   if (got.mediaType && got.mediaType !== OCI_MANIFEST && !(got.mediaType === 'application/json' || got.mediaType === 'text/plain')) {
     throw new CowshedError('EFORMAT', `${what}: the signature manifest has media type ${got.mediaType}, not an OCI image manifest`);
   }
-  return { bytes: got.bytes, ...parseDescriptors(got.bytes, what) };
+  return { bytes: got.bytes, ...parseSignatureManifest(got.bytes, what) };
 }
 
 /** Reads every signature attached to manifestDigest (payload blobs verified against their digests). */
