@@ -191,6 +191,21 @@ sys.stdout.buffer.write(nacl.secret.SecretBox(k).decrypt(base64.b64decode(d['cip
     assert.deepEqual(images(store), []);
   });
 
+  it('hostile registry: a signature replayed from another repository (same digest) is refused by its identity, nothing stored', async () => {
+    // evil/app holds the very manifest signed for signed:v1, with that signature copied beside it.
+    cliOk(src, pushArgs('small:v1', 'evil/app:v1'));
+    const tag = `${signedDigest.replace(':', '-')}.sig`;
+    const sig = (await manifest('signed', tag)).bytes;
+    const parsed = JSON.parse(sig.toString()) as { config: { digest: string }; layers: Array<{ digest: string }> };
+    for (const d of [parsed.config.digest, ...parsed.layers.map((l) => l.digest)]) await putBlob('evil/app', await blob('signed', d));
+    await putManifest('evil/app', tag, sig, 'application/vnd.oci.image.manifest.v1+json');
+    const p = writePolicy(join(T, 'policy-evil.json'), { default: [{ type: 'sigstoreSigned', keyPath: pub }] });
+    const store = join(T, 'pull-evil');
+    const line = oneLineFailure(pullIn(store, 'evil/app:v1', '--signature-policy', p, '--registries.d', regd));
+    assert.match(line, new RegExp(`identity does not match: the signature names ${H()}/signed:(v1|also), the image is ${H()}/evil/app:v1`));
+    assert.deepEqual(images(store), []);
+  });
+
   it('hostile registry: a truncated signature blob is refused, nothing stored', async () => {
     // A fresh image whose signature manifest names the signature blob with its full size, but the blob holds half of it.
     cliOk(src, pushArgs('small:v2', 'trunc:v1', '--sign-by-sigstore-private-key', key, '--sign-passphrase-file', pw));
