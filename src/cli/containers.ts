@@ -34,8 +34,8 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .action(async (image: string, command: string[], o: { rm?: boolean; name?: string; env?: string[]; tty?: boolean; verify?: boolean }) => withStore(async (s) => {
       if (command[0] === '--') command = command.slice(1);
       const { runImage } = await import('../containers/run.ts');
-      if (o.verify) await (await import('./trust.ts')).verifyForUse(program, s, image, o);
-      const r = await runImage(s, image, { name: o.name, args: command.length ? command : undefined, env: o.env, rm: o.rm, tty: o.tty });
+      const verified = o.verify ? await (await import('./trust.ts')).verifyForUse(program, s, image, o) : undefined;
+      const r = await runImage(s, verified ?? image, { name: o.name, args: command.length ? command : undefined, env: o.env, rm: o.rm, tty: o.tty });
       process.exitCode = r.exitCode;
     }));
 

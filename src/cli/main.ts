@@ -106,8 +106,9 @@ program.command('mount')
   .option('--verify', 'verify the whole chain first: signature under the policy, manifest, config, layers, objects, composefs image')
   .action(async (name: string, o: { verify?: boolean }) => withStore(async (s) => {
     const c = findContainer(s, name);
-    if (o.verify) await verifyForUse(program, s, c ? c.imageId : name, o);
-    say(c ? mountContainerByRef(s, c.id) : await mountImage(s, name));
+    const verified = o.verify ? await verifyForUse(program, s, c ? c.imageId : name, o) : undefined;
+    // The image verified, by id: a name moved by another process meanwhile does not get mounted unchecked.
+    say(c ? mountContainerByRef(s, c.id) : await mountImage(s, verified ?? name));
   }));
 
 program.command('umount')

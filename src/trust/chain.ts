@@ -55,7 +55,7 @@ function identityOf(names: string[], asked: string): DockerRef | undefined {
 export async function verifyChain(store: Store, name: string, opts: TrustOptions): Promise<ChainReport> {
   const info = store.resolveImage(name);
   const id = info.id;
-  const fail = (link: string, why: string): never => { throw new CowshedError('EDIGEST', `verify ${name}: ${link}: ${why}`); };
+  const fail = (link: string, why: string): never => { throw new CowshedError('EDIGEST', `image ${id}: ${link}: ${why}; refused`); };
   const report: ChainReport = { image: id, signedComposefs: 0, layers: 0, objects: 0, composefs: info.composefs, enforcement: '' };
 
   // 1. signature under the current policy
@@ -74,7 +74,7 @@ export async function verifyChain(store: Store, name: string, opts: TrustOptions
   const blob = async (digest: string, what: string): Promise<Buffer> => {
     let real: string;
     try { real = (await digestOfStream(createReadStream(store.blobs.path(digest)))).digest; } catch { return fail(what, `${digest} is missing from the store`); }
-    if (real !== digest) fail(what, `${digest} was changed on disk (its bytes hash to ${real})`);
+    if (real !== digest) fail(what, `${digest} is corrupt: changed on disk (its bytes hash to ${real})`);
     return readFileSync(store.blobs.path(digest));
   };
   const manifestBytes = await blob(id, 'manifest');
@@ -102,7 +102,7 @@ export async function verifyChain(store: Store, name: string, opts: TrustOptions
   for (const { digest } of objects) {
     const real = await store.objects.verify(digest);
     if (real === undefined) fail('objects', `object ${digest} is missing`);
-    if (real !== digest) fail('objects', `object ${digest} was changed on disk (its fs-verity digest is ${real})`);
+    if (real !== digest) fail('objects', `object ${digest} is corrupt: changed on disk (its fs-verity digest is ${real})`);
   }
   report.objects = objects.length;
 
@@ -112,7 +112,7 @@ export async function verifyChain(store: Store, name: string, opts: TrustOptions
       const tar = store.layerTar(id, l.idx);
       while (!(await tar.next()).done) { /* verifyDigest checks the diff ID at the end */ }
     } catch (e) {
-      fail(`layer ${l.idx + 1} (tar-split + objects)`, `does not rebuild to diff ID ${l.diff_id}: ${(e as Error).message}`);
+      fail(`layer ${l.idx + 1} (tar-split + objects)`, `is corrupt: does not rebuild to diff ID ${l.diff_id}: ${(e as Error).message}`);
     }
   }
   report.layers = layers.length;
@@ -121,7 +121,7 @@ export async function verifyChain(store: Store, name: string, opts: TrustOptions
   let image: Buffer;
   try { image = readFileSync(store.imagePath(info.composefs)); } catch { return fail('composefs image', `${info.composefs} is missing`); }
   const got = toHex(fsverityDigest(image));
-  if (got !== info.composefs) fail('composefs image', `${info.composefs} was changed on disk (its fs-verity digest is ${got})`);
+  if (got !== info.composefs) fail('composefs image', `${info.composefs} is corrupt: changed on disk (its fs-verity digest is ${got})`);
   for (const s of report.policy?.accepted ?? []) {
     if (s.composefs === undefined) continue;
     if (s.composefs !== got) fail('composefs image', `the signature names ${s.composefs}, the image is ${got}`);

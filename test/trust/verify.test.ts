@@ -91,14 +91,14 @@ describe('mount --verify: the whole chain, a tamper test per link', () => {
 
   it('manifest: one changed byte of the manifest blob', () => {
     flipped(join(store, 'blobs', 'sha256', info.id.slice(7)), () => {
-      assert.match(oneLineFailure(verify()), /verify .*: manifest: sha256:[0-9a-f]{64} was changed on disk/);
+      assert.match(oneLineFailure(verify()), /^cowshed: image sha256:[0-9a-f]{64}: manifest: sha256:[0-9a-f]{64} is corrupt: changed on disk/);
     });
     assertVerifies();
   });
 
   it('config: one changed byte of the config blob', () => {
     flipped(join(store, 'blobs', 'sha256', info.configDigest.slice(7)), () => {
-      assert.match(oneLineFailure(verify()), /: config: sha256:[0-9a-f]{64} was changed on disk/);
+      assert.match(oneLineFailure(verify()), /: config: sha256:[0-9a-f]{64} is corrupt: changed on disk/);
     });
     assertVerifies();
   });
@@ -117,7 +117,7 @@ describe('mount --verify: the whole chain, a tamper test per link', () => {
   it('tar-split: one changed byte of the tar-split record', () => {
     const [row] = sql<{ split_digest: string }>('SELECT split_digest FROM layers WHERE image_id = ?', info.id);
     flipped(join(store, 'blobs', 'sha256', row!.split_digest.slice(7)), () => {
-      assert.match(oneLineFailure(verify()), /: tar-split record of layer 1: sha256:[0-9a-f]{64} was changed on disk/);
+      assert.match(oneLineFailure(verify()), /: tar-split record of layer 1: sha256:[0-9a-f]{64} is corrupt: changed on disk/);
     });
     assertVerifies();
   });
@@ -126,15 +126,15 @@ describe('mount --verify: the whole chain, a tamper test per link', () => {
     const [row] = sql<{ digest: string }>('SELECT o.digest FROM image_objects io JOIN objects o ON o.digest = io.digest WHERE io.image_id = ? ORDER BY o.size DESC LIMIT 1', info.id);
     const hex = row!.digest;
     flipped(join(store, 'objects', hex.slice(0, 2), hex.slice(2)), () => {
-      assert.match(oneLineFailure(verify()), new RegExp(`: objects: object ${hex} was changed on disk`));
+      assert.match(oneLineFailure(verify()), new RegExp(`: objects: object ${hex} is corrupt: changed on disk`));
     });
     assertVerifies();
   });
 
   it('composefs image: one changed byte of the EROFS image (run --verify refuses it too)', () => {
     flipped(join(store, 'images', info.composefs), () => {
-      assert.match(oneLineFailure(verify()), /: composefs image: [0-9a-f]{64} was changed on disk/);
-      assert.match(oneLineFailure(cli(store, ['run', '--verify', '--signature-policy', policy, '--rm', name, '--', '/bin/true'])), /: composefs image: .* was changed on disk/);
+      assert.match(oneLineFailure(verify()), /: composefs image: [0-9a-f]{64} is corrupt: changed on disk/);
+      assert.match(oneLineFailure(cli(store, ['run', '--verify', '--signature-policy', policy, '--rm', name, '--', '/bin/true'])), /: composefs image: .* is corrupt: changed on disk/);
     }, 1500);
     assertVerifies();
   });
