@@ -15,11 +15,14 @@ declare -A tools=(
   [getfattr]=attr [debootstrap]=debootstrap [podman]=podman [runc]=runc
   [mkfs.btrfs]=btrfs-progs [mkfs.xfs]=xfsprogs [zstd]=zstd [setcap]=libcap2-bin
   [docker-registry]=docker-registry [htpasswd]=apache2-utils [xz]=xz-utils [bzip2]=bzip2 [zfs-fuse]=zfs-fuse
+  [gpg]=gpg [openssl]=openssl [python3]=python3
 )
 missing=()
 for t in "${!tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || missing+=("${tools[$t]}")
 done
+# The trust tests decrypt sigstore keys with an independent implementation (hashlib.scrypt + PyNaCl).
+/usr/bin/python3 -c 'import nacl.secret' >/dev/null 2>&1 || missing+=(python3-nacl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: missing Debian packages (${missing[*]}); run as root or install them" >&2

@@ -20,3 +20,9 @@ export { commitContainer, type CommitOptions } from './containers/commit.ts';
 export { runImage, type RunOptions, type RunResult } from './containers/run.ts';
 export { exportImage, type ExportOptions } from './store/export.ts';
 export { containerPaths, containerLower } from './drivers/composefs.ts';
+// Signatures and the trust policy: pass admitPull as PullOptions.admit to enforce the policy on a pull.
+export { admitPull, signManifest, signPushed, prepareSigning, storedSignatures, type TrustOptions, type SignOptions } from './trust/trust.ts';
+export { verifyChain, type ChainReport } from './trust/chain.ts';
+export { loadPolicy, parsePolicy, type Policy } from './trust/policy.ts';
+export { loadRegistriesD } from './trust/registries-d.ts';
+export { generateSigstoreKey, decryptPrivateKey, readPublicKeys } from './trust/keys.ts';

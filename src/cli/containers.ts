@@ -29,12 +29,13 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .option('--name <name>', 'container name')
     .option('-e, --env <KEY=VALUE...>', 'environment variables')
     .option('-t, --tty', 'allocate a terminal')
-    .option('--verify', 're-hash the image and every object before running')
+    .option('--verify', 'verify the whole chain first (signature under the policy, manifest, config, layers, objects, composefs image)')
     .passThroughOptions()
     .action(async (image: string, command: string[], o: { rm?: boolean; name?: string; env?: string[]; tty?: boolean; verify?: boolean }) => withStore(async (s) => {
       if (command[0] === '--') command = command.slice(1);
       const { runImage } = await import('../containers/run.ts');
-      const r = await runImage(s, image, { name: o.name, args: command.length ? command : undefined, env: o.env, rm: o.rm, tty: o.tty, verify: o.verify });
+      const verified = o.verify ? await (await import('./trust.ts')).verifyForUse(program, s, image, o) : undefined;
+      const r = await runImage(s, verified ?? image, { name: o.name, args: command.length ? command : undefined, env: o.env, rm: o.rm, tty: o.tty });
       process.exitCode = r.exitCode;
     }));
 

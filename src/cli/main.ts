@@ -3,13 +3,14 @@
 import { Command, CommanderError, Option } from 'commander';
 import { Store, type DriverName } from '../store/store.ts';
 import { defaultStoreDir } from '../store/paths.ts';
-import { mountImage, unmountImage, verifyImage } from '../drivers/composefs.ts';
+import { mountImage, unmountImage } from '../drivers/composefs.ts';
 import { findContainer, mount as mountContainerByRef, unmount as unmountContainerByRef } from '../containers/containers.ts';
 import { containerCommands } from './containers.ts';
 import { registryCommands } from './registry.ts';
 import { isCowshedError } from '../util/errors.ts';
 import { table, formatBytes, age, shortId, progress } from './output.ts';
 import { composefsCommands } from './composefs.ts';
+import { inspectWithSignatures, trustCommands, verifyForUse } from './trust.ts';
 
 interface GlobalOpts { store?: string; driver?: DriverName; logLevel?: string; quiet?: boolean }
 
@@ -80,7 +81,7 @@ program.command('images')
 program.command('inspect')
   .description('show a container or an image as JSON (images: manifest, config, composefs digest, sizes)')
   .argument('<name>')
-  .action(async (name: string) => withStore((s) => say(JSON.stringify(findContainer(s, name) ?? s.inspectImage(name), null, 2))));
+  .action(async (name: string) => withStore(async (s) => say(JSON.stringify(findContainer(s, name) ?? await inspectWithSignatures(s, name), null, 2))));
 
 program.command('tag')
   .description('give an image another name')
@@ -102,11 +103,12 @@ program.command('rmi')
 program.command('mount')
   .description('mount a container, or an image read-only; prints the path')
   .argument('<name>')
-  .option('--verify', 're-hash the image and every object before mounting')
+  .option('--verify', 'verify the whole chain first: signature under the policy, manifest, config, layers, objects, composefs image')
   .action(async (name: string, o: { verify?: boolean }) => withStore(async (s) => {
     const c = findContainer(s, name);
-    if (c && o.verify) await verifyImage(s, c.imageId, c.composefs);
-    say(c ? mountContainerByRef(s, c.id) : await mountImage(s, name, { verify: o.verify }));
+    const verified = o.verify ? await verifyForUse(program, s, c ? c.imageId : name, o) : undefined;
+    // The image verified, by id: a name moved by another process meanwhile does not get mounted unchecked.
+    say(c ? mountContainerByRef(s, c.id) : await mountImage(s, verified ?? name));
   }));
 
 program.command('umount')
@@ -160,6 +162,7 @@ program.command('df')
 containerCommands(program, withStore, say);
 registryCommands(program, withStore, say);
 composefsCommands(program);
+trustCommands(program, withStore, say);
 
 async function main(argv: string[]): Promise<void> {
   try {

@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import type { Store } from '../store/store.ts';
 import { formatBytes } from './output.ts';
 import { CowshedError } from '../util/errors.ts';
+import { pullAdmission, pushSigner } from './trust.ts';
 
 type WithStore = <T>(fn: (s: Store) => Promise<T> | T) => Promise<T>;
 
@@ -12,7 +13,7 @@ const pushLib = () => import('../registry/push.ts');
 const authLib = () => import('../registry/auth-file.ts');
 
 /** --tls-verify, --tls-verify=false, --tls-verify=true; unset: as registries.conf says (verify by default). */
-function tlsVerifyOption(): Option {
+export function tlsVerifyOption(): Option {
   return new Option('--tls-verify [bool]', 'verify the registry\'s HTTPS certificate (false: skip verification, and allow plain HTTP); default: true unless registries.conf marks the registry insecure')
     .argParser((v: string | boolean) => {
       if (v === true || v === 'true') return true;
@@ -81,7 +82,7 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
       const t0 = performance.now();
       try {
         const r = await (await pullLib()).pullImage(s, ref, {
-          ...transport(o), creds: o.creds, platform: o.platform,
+          ...transport(o), creds: o.creds, platform: o.platform, admit: pullAdmission(program, o),
           onBlobProgress: (p) => bars.layer(p.layer, p.layers, p.digest, p.received, p.size, p.done, p.local),
         });
         bars.stop();
@@ -105,6 +106,7 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .option('-q, --quiet', 'print only the manifest digest')
     .action(async (image: string, ref: string, o: TransportFlags & { creds?: string; compressionFormat?: 'gzip' | 'zstd'; quiet?: boolean }) => withStore(async (s) => {
       const quiet = Boolean(o.quiet) || quietGlobal();
+      const sign = await pushSigner(program, o, ref, { ...transport(o), creds: o.creds }); // opens the signing key before anything is uploaded
       const r = await (await pushLib()).pushImage(s, image, ref, {
         ...transport(o), creds: o.creds, compression: o.compressionFormat,
         onLayer: (e) => {
@@ -112,6 +114,7 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
         },
       });
       if (!quiet) process.stderr.write(`pushed ${r.ref}: ${formatBytes(r.bytesSent)} sent\n`);
+      if (sign) { const m = await sign(s, image, r.digest); if (!quiet) process.stderr.write(`${m}\n`); }
       say(r.digest);
     }));
 

@@ -13,7 +13,7 @@ import {
   type Descriptor, type Platform,
 } from '../oci/types.ts';
 import type { Store } from '../store/store.ts';
-import type { ImportProgress, ImportResult } from '../store/import.ts';
+import type { ImportOptions, ImportProgress, ImportResult } from '../store/import.ts';
 import { RegistryClient, formatRef, imageNameFor, parseRegistryRef, type BlobStreamStats, type RegistryRef, type TransportOptions } from './client.ts';
 import { loadRegistriesConf, pullEndpoints, resolveShortName } from './config.ts';
 import { recordBlobs } from './blob-cache.ts';
@@ -29,6 +29,12 @@ export interface PullOptions extends TransportOptions {
    * the diff ID.
    */
   localLayer?: (diffId: string) => (() => AsyncIterable<Uint8Array>) | undefined;
+  /**
+   * The signature policy (src/trust): called once the manifest and config
+   * are verified, before any layer is read or anything stored; throws to
+   * refuse the image, or returns hooks for the import.
+   */
+  admit?: (src: RegistrySource) => Promise<Pick<ImportOptions, 'beforeCommit' | 'inTransaction'>>;
   /** Retry tuning (tests). */
   client?: { maxAttempts?: number; retryDelayMs?: number; idleTimeoutMs?: number };
 }
@@ -283,7 +289,8 @@ export async function pullImage(
     });
     src.onBlobProgress = opts.onBlobProgress;
     try {
-      const result = await store.importSource(src, imageNameFor(src.registryRef), { onProgress: opts.onProgress });
+      const hooks = opts.admit ? await opts.admit(src) : {};
+      const result = await store.importSource(src, imageNameFor(src.registryRef), { onProgress: opts.onProgress, ...hooks });
       bytes += src.stats.bytes;
       requests += src.stats.requests;
       resumed += src.stats.resumed;

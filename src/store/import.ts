@@ -32,6 +32,10 @@ export interface ImportProgress {
 
 export interface ImportOptions {
   onProgress?: (p: ImportProgress) => void;
+  /** Called with the composefs digest before anything is recorded; throwing refuses the image (trust: the signed digest). */
+  beforeCommit?: (composefs: string) => void;
+  /** Called inside the final transaction with the image id (trust: keep the verified signatures). */
+  inTransaction?: (db: Store['db'], imageId: string) => void;
 }
 
 export interface ImportResult {
@@ -76,9 +80,13 @@ export async function importFromSource(store: Store, src: ImageSource, name: str
     const layerRows = JSON.parse(build.layers_json) as LayerRecord[];
     // Everything the image needs must still be here: objects and the layers' tar-split records.
     if (objects?.every((o) => store.objects.has(o)) && layerRows.every((l) => store.blobs.has(l.split_digest))) {
+      opts.beforeCommit?.(build.composefs);
       store.blobs.put(src.manifest.bytes, id);
       store.blobs.put(src.config.bytes, src.config.digest);
-      db.tx(() => recordImage(store, metaOf(src), name, build.composefs, build.entries, build.logical_size, JSON.parse(build.layers_json) as LayerRecord[], { all: objects }));
+      db.tx(() => {
+        recordImage(store, metaOf(src), name, build.composefs, build.entries, build.logical_size, JSON.parse(build.layers_json) as LayerRecord[], { all: objects });
+        opts.inTransaction?.(db, id);
+      });
       return { id, name, composefs: build.composefs, entries: build.entries, logicalSize: build.logical_size, objectsWritten: 0, bytesWritten: 0, reused: true };
     }
   }
@@ -164,6 +172,7 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
 
     const image = writeComposefsImage(root);
     const cfs = toHex(fsverityDigest(image));
+    opts.beforeCommit?.(cfs);
     const imgPath = store.imagePath(cfs);
     if (!existsSync(imgPath)) writeFileAtomic(imgPath, image, store.paths.tmp);
     store.blobs.put(meta.manifest.bytes, id);
@@ -184,6 +193,7 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
       for (const [hex, size] of added) db.run('INSERT OR IGNORE INTO objects (digest, size) VALUES (?, ?)', hex, size);
       recordImage(store, meta, spec.name, cfs, entries, logicalSize, layers,
         base ? { copyFrom: base.imageId, added: added.map(([hex]) => hex) } : { all: [...objects.keys()] });
+      opts.inTransaction?.(db, id);
     });
     return {
       id, name: spec.name, composefs: cfs, entries, logicalSize, reused: false,

@@ -14,7 +14,8 @@ export type ErrorCode =
   | 'EBUSY'         // in use (mounted, referenced by a container)
   | 'ELOCKED'       // another process holds a lock
   | 'ETOOL'         // an external tool (mount, runc) failed
-  | 'ECORRUPT';     // the store is damaged (fsck names the problem)
+  | 'ECORRUPT'      // the store is damaged (fsck names the problem)
+  | 'ETRUST';       // the signature policy refuses the image (no, bad or mismatched signatures)
 
 export class CowshedError extends Error {
   readonly code: ErrorCode;

@@ -29,6 +29,12 @@ import { tarArchive, type RawEntry, type RawType } from './tar-bytes.ts';
 import { pullImage } from '../../src/registry/pull.ts';
 import { scriptArb, startHostileRegistry, type HostileRegistry, type Script } from './hostile-registry.ts';
 
+import { parsePolicy } from '../../src/trust/policy.ts';
+import { parseRegistriesYaml } from '../../src/trust/registries-d.ts';
+import { decryptPrivateKey, readPublicKeys } from '../../src/trust/keys.ts';
+import { parsePayload, SIGSTORE_TYPE, SIMPLE_SIGNING_TYPE } from '../../src/trust/payload.ts';
+import { parseSignatureManifest } from '../../src/trust/sigstore.ts';
+
 import type { FuzzTarget } from './fuzz.ts';
 
 const PER_INPUT_TIMEOUT_MS = 5000;
@@ -200,6 +206,7 @@ async function loadSeeds(target: FuzzTarget, dir: string): Promise<Buffer[]> {
     case 'oci-json': return filesIn(join(dir, 'json'));
     case 'decompress': return filesIn(join(dir, 'compressed'));
     case 'registry': return [];
+    case 'policy': case 'registries-d': case 'pem': case 'payload': return filesIn(join(dir, target));
   }
 }
 
@@ -265,6 +272,16 @@ async function execute(target: FuzzTarget, input: Buffer, aux: number): Promise<
       importState!.store.removeImage(ref);
       return;
     }
+    case 'policy':
+      return allOf([() => parsePolicy(input.toString('utf8'), 'policy.json')]);
+    case 'registries-d':
+      return allOf([() => parseRegistriesYaml(input.toString('utf8'), 'fuzz.yaml')]);
+    case 'pem': {
+      const text = input.toString('utf8');
+      return allOf([() => readPublicKeys(text, 'key.pub'), () => decryptPrivateKey(text, Buffer.from(aux % 2 ? 'fuzz' : 'wrong'), 'key.private')]);
+    }
+    case 'payload':
+      return allOf([() => parsePayload(input, SIGSTORE_TYPE, 'payload'), () => parsePayload(input, SIMPLE_SIGNING_TYPE, 'payload'), () => parseSignatureManifest(input, 'manifest')]);
   }
 }
 
@@ -283,6 +300,20 @@ const hostileArchiveArb = fc.array(fc.record({ n: fc.nat(HOSTILE_NAMES.length - 
     return { name: HOSTILE_NAMES[n] + (type === 'dir' && !HOSTILE_NAMES[n].endsWith('/') ? '/' : ''), type, linkname: HOSTILE_TARGETS[l], body: type === 'file' ? Buffer.alloc(s, 0x41 + (s % 26)) : undefined, devmajor: 1, devminor: 3 };
   })));
 
+/** The JSON document with its k-th value (depth first, modulo the count) replaced by v. */
+function replaceDeep(doc: unknown, v: unknown, k: number): unknown {
+  const slots: Array<{ holder: Record<string, unknown> | unknown[]; key: string | number }> = [];
+  const walk = (x: unknown): void => {
+    if (Array.isArray(x)) x.forEach((e, i) => { slots.push({ holder: x, key: i }); walk(e); });
+    else if (typeof x === 'object' && x !== null) for (const [key, e] of Object.entries(x)) { slots.push({ holder: x as Record<string, unknown>, key }); walk(e); }
+  };
+  walk(doc);
+  if (slots.length === 0) return v;
+  const { holder, key } = slots[k % slots.length]!;
+  (holder as Record<string | number, unknown>)[key] = v;
+  return doc;
+}
+
 function inputArb(target: FuzzTarget, seeds: Buffer[]): fc.Arbitrary<Buffer> {
   const random = fc.uint8Array({ maxLength: 2048 }).map((a) => Buffer.from(a));
   const isTar = target === 'tar' || target === 'import';
@@ -294,7 +325,7 @@ function inputArb(target: FuzzTarget, seeds: Buffer[]): fc.Arbitrary<Buffer> {
       return isTar && fix ? fixTarChecksums(b) : b;
     });
   const extra: fc.Arbitrary<Buffer>[] = [];
-  if (target === 'oci-json') {
+  if (target === 'oci-json' || target === 'policy' || target === 'payload') {
     // Structured edits: deep nesting, huge numbers and strings, wrong types in the right places.
     extra.push(fc.nat(100_000).map((n) => Buffer.from('['.repeat(n) + ']'.repeat(n))));
     extra.push(fc.nat(100_000).map((n) => Buffer.from('{"schemaVersion":2,"layers":' + '['.repeat(n) + ']'.repeat(n) + '}')));
@@ -307,6 +338,25 @@ function inputArb(target: FuzzTarget, seeds: Buffer[]): fc.Arbitrary<Buffer> {
         return Buffer.from(JSON.stringify(doc));
       }));
     }
+  }
+  if ((target === 'policy' || target === 'payload') && seeds.length) {
+    // A value anywhere in the document replaced: reaches the checks past the JSON syntax.
+    extra.push(fc.tuple(fc.nat(seeds.length - 1), fc.jsonValue({ maxDepth: 3 }), fc.nat()).map(([i, v, k]) => Buffer.from(JSON.stringify(replaceDeep(JSON.parse(seeds[i].toString()), v, k)))));
+  }
+  if (target === 'pem' && seeds.length) {
+    // The PEM body decoded, mutated (DER, or the encrypted key's JSON), encoded again.
+    extra.push(fc.tuple(fc.nat(seeds.length - 1), fc.array(mutationArb, { minLength: 1, maxLength: 3 })).map(([i, ms]) => {
+      const m = /^(-----BEGIN ([A-Z ]+)-----\n)([\s\S]*?)(-----END [A-Z ]+-----\n?)$/.exec(seeds[i].toString());
+      if (!m) return seeds[i];
+      const body = mutate(Buffer.from(m[3].replace(/\s+/g, ''), 'base64'), ms);
+      return Buffer.from(`${m[1]}${body.toString('base64')}\n${m[4]}`);
+    }));
+    extra.push(fc.tuple(fc.nat(seeds.length - 1), fc.jsonValue({ maxDepth: 2 }), fc.nat()).map(([i, v, k]) => {
+      const m = /^(-----BEGIN ENCRYPTED [A-Z ]+-----\n)([\s\S]*?)(-----END [A-Z ]+-----\n?)$/.exec(seeds[i].toString());
+      if (!m) return seeds[i];
+      const doc = replaceDeep(JSON.parse(Buffer.from(m[2].replace(/\s+/g, ''), 'base64').toString()), v, k);
+      return Buffer.from(`${m[1]}${Buffer.from(JSON.stringify(doc)).toString('base64')}\n${m[3]}`);
+    }));
   }
   if (isTar) extra.push(hostileArchiveArb, hostileArchiveArb);
   if (target === 'dump' && seeds.length) {

@@ -31,7 +31,7 @@ export interface FuzzTargetFigures {
   notes: string;
 }
 
-export const FUZZ_TARGETS = ['tar', 'tar-split', 'dump', 'erofs', 'oci-json', 'decompress', 'import', 'registry'] as const;
+export const FUZZ_TARGETS = ['tar', 'tar-split', 'dump', 'erofs', 'oci-json', 'decompress', 'import', 'registry', 'policy', 'registries-d', 'pem', 'payload'] as const;
 export type FuzzTarget = typeof FUZZ_TARGETS[number];
 
 /** Builds the seed corpus: real tars (PAX, GNU, ustar, hostile), dump vectors, EROFS images, OCI JSON, compressed tars. */
@@ -78,10 +78,43 @@ with tarfile.open(sys.argv[2], 'w', format=tarfile.GNU_FORMAT) as t:
     if (statSync(join(blobs, f)).size < 100_000) copyFileSync(join(blobs, f), join(dir, 'json', f));
   }
 
+  await buildTrustSeeds(dir);
   const pax = readFileSync(join(tars, 'pax.tar'));
   writeFileSync(join(dir, 'compressed', 'pax.tar.gz'), gzipSync(pax));
   writeFileSync(join(dir, 'compressed', 'pax.tar.zst'), zstdCompressSync(pax));
   writeFileSync(join(dir, 'compressed', 'pax.tar'), pax);
+}
+
+/** Seeds of the trust targets: policies, registries.d files, keys, payloads and signature manifests. */
+async function buildTrustSeeds(dir: string): Promise<void> {
+  const { generateSigstoreKey } = await import('../../src/trust/keys.ts');
+  const { makePayload, SIGSTORE_TYPE, SIMPLE_SIGNING_TYPE } = await import('../../src/trust/payload.ts');
+  for (const d of ['policy', 'registries-d', 'pem', 'payload']) mkdirSync(join(dir, d), { recursive: true });
+  const key = generateSigstoreKey(Buffer.from('fuzz'));
+  const keyData = Buffer.from(key.publicPem).toString('base64');
+  const policies: object[] = [
+    { default: [{ type: 'insecureAcceptAnything' }] },
+    { default: [{ type: 'reject' }], transports: { docker: { 'registry.example/ns': [{ type: 'insecureAcceptAnything' }], '*.example.com': [{ type: 'reject' }] } } },
+    { default: [{ type: 'sigstoreSigned', keyData, signedIdentity: { type: 'matchRepository' } }] },
+    { default: [{ type: 'sigstoreSigned', keyDatas: [keyData, keyData], signedIdentity: { type: 'remapIdentity', prefix: 'a.example/x', signedPrefix: 'b.example/y' } }] },
+    { default: [{ type: 'signedBy', keyType: 'GPGKeys', keyPath: '/nonexistent', signedIdentity: { type: 'exactReference', dockerReference: 'a.example/x:1' } }] },
+    { default: [{ type: 'signedBy', keyType: 'GPGKeys', keyPaths: ['/a', '/b'], signedIdentity: { type: 'exactRepository', dockerRepository: 'a.example/x' } }], transports: { docker: { '': [{ type: 'reject' }] }, oci: {} } },
+  ];
+  policies.forEach((p, i) => writeFileSync(join(dir, 'policy', `p${i}.json`), JSON.stringify(p, null, 2)));
+  writeFileSync(join(dir, 'registries-d', 'a.yaml'), 'default-docker:\n  lookaside: file:///var/lib/containers/sigstore\n  use-sigstore-attachments: true\n');
+  writeFileSync(join(dir, 'registries-d', 'b.yaml'), 'docker:\n  registry.example/ns:\n    sigstore: https://sigs.example/x\n    sigstore-staging: file:///tmp/x\n  other.example:\n    use-sigstore-attachments: false\n');
+  writeFileSync(join(dir, 'registries-d', 'c.yaml'), 'docker: {a: {lookaside-staging: "file:///s"}}\nunknown: [1, 2, {x: y}]\n');
+  writeFileSync(join(dir, 'pem', 'key.private'), key.privatePem);
+  writeFileSync(join(dir, 'pem', 'key.pub'), key.publicPem);
+  writeFileSync(join(dir, 'pem', 'cosign.private'), key.privatePem.replaceAll('SIGSTORE', 'COSIGN'));
+  const digest = `sha256:${'ab'.repeat(32)}`;
+  writeFileSync(join(dir, 'payload', 'sigstore.json'), makePayload(SIGSTORE_TYPE, 'registry.example/ns/app:v1', digest, 'cd'.repeat(32)));
+  writeFileSync(join(dir, 'payload', 'simple.json'), makePayload(SIMPLE_SIGNING_TYPE, 'registry.example/ns/app:v1', digest));
+  writeFileSync(join(dir, 'payload', 'manifest.json'), JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest, size: 2 },
+    layers: [{ mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', digest, size: 300, annotations: { 'dev.cosignproject.cosign/signature': 'MEUCIQ==' } }],
+  }));
 }
 
 function runTarget(target: FuzzTarget | 'bombs', seed: number, runs: number, seeds: string, findingsDir: string): Promise<FuzzTargetFigures> {
