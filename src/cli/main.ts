@@ -160,6 +160,7 @@ program.command('df')
 containerCommands(program, withStore, say);
 registryCommands(program, withStore, say);
 composefsCommands(program);
+(await import('./volumes.ts')).volumeCommands(program, withStore, say);
 
 async function main(argv: string[]): Promise<void> {
   try {
