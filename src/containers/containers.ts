@@ -171,14 +171,15 @@ export function diffOf(store: Store, ref: ContainerRef, name: string): Change[] 
 }
 
 /**
- * Leaves out the container's mount destinations (volumes, binds, tmpfs) and
- * everything below them, as podman's diff and commit do: a volume's content
- * is not the container's, and runc's mountpoint directory is not a change.
+ * Leaves out what is below the container's mount destinations (volumes,
+ * binds, tmpfs), as podman's diff and commit do: a volume's content is not
+ * the container's. The mountpoint itself (the empty directory runc made
+ * for it) stays a change, as in podman.
  */
 function withoutMounts(store: Store, id: string, changes: Change[]): Change[] {
   const dests = store.db.all<{ destination: string }>('SELECT destination FROM container_mounts WHERE container_id = ?', id).map((r) => r.destination);
   if (dests.length === 0) return changes;
-  return changes.filter((c) => !dests.some((d) => c.path === d || c.path.startsWith(d + '/')));
+  return changes.filter((c) => !dests.some((d) => c.path.startsWith(d + '/')));
 }
 
 export function removeContainer(store: Store, ref: string, opts: { force?: boolean } = {}): string {
