@@ -251,7 +251,8 @@ export function resolveUser(rootfs: string, spec: string): ResolvedUser {
       fail('EINVAL', `cannot run as user ${JSON.stringify(userPart)}: the image has no /etc/passwd (use a numeric uid)`);
     }
     match = passwdEntries().find((p) => p.name === userPart);
-    if (!match) fail('EINVAL', `user ${JSON.stringify(userPart)} not found in the image's /etc/passwd`);
+    // Exit 126 as podman: the container cannot start.
+    if (!match) throw new CowshedError('EINVAL', `user ${JSON.stringify(userPart)} not found in the image's /etc/passwd`, { exitCode: 126 });
     uid = match.uid;
   }
 
@@ -263,7 +264,7 @@ export function resolveUser(rootfs: string, spec: string): ResolvedUser {
       gid = numericGroup;
     } else {
       const g = groupEntries().find((e) => e.name === groupPart);
-      if (!g) fail('EINVAL', `group ${JSON.stringify(groupPart)} not found in the image's /etc/group`);
+      if (!g) throw new CowshedError('EINVAL', `group ${JSON.stringify(groupPart)} not found in the image's /etc/group`, { exitCode: 126 });
       gid = g.gid;
     }
   } else if (match) {
