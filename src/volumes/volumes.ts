@@ -124,6 +124,7 @@ export function removeVolume(store: Store, name: string): string {
 
 /** volume prune: every volume no container mounts. */
 export function pruneVolumes(store: Store): string[] {
+  removeLeftovers(store);
   const asides: string[] = [];
   const removed = store.db.tx(() => {
     const unused = store.db.all<{ name: string }>('SELECT name FROM volumes WHERE name NOT IN (SELECT volume FROM container_mounts WHERE volume IS NOT NULL) ORDER BY name');
