@@ -297,6 +297,19 @@ describe('volume bookkeeping under concurrent processes', () => {
   before(() => { work = tempDir(); });
   after(() => removeTree(work));
 
+  test('anonymous volumes (-v /dir) go with run --rm and rm -v, named ones stay', () => {
+    const store = join(work, 'anon-store');
+    cowshedOk(store, 'import', `oci:${debianFixture().layout}:v1`, 'deb');
+    cowshedOk(store, 'run', '--rm', '-v', '/anon', '-v', 'named:/named', 'deb', '--', 'touch', '/anon/x', '/named/y');
+    assert.deepEqual(volumeNames(store), ['named']);
+    cowshedOk(store, 'run', '--name', 'k', '-v', '/anon', 'deb', '--', 'touch', '/anon/x');
+    const [anon] = volumeNames(store).filter((n) => n !== 'named');
+    assert.match(anon!, /^[0-9a-f]{64}$/);
+    assert.ok(existsSync(join(mountpoint(store, anon!), 'x')));
+    cowshedOk(store, 'rm', '-v', 'k');
+    assert.deepEqual(volumeNames(store), ['named']);
+  });
+
   test('runs sharing a new volume and prunes racing them leave rows and directories in step', async () => {
     const store = join(work, 'store');
     cowshedOk(store, 'import', `oci:${debianFixture().layout}:v1`, 'deb');
