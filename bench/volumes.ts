@@ -15,6 +15,9 @@
 // with reflinks), podman's root on ext4. The volume is the same named volume
 // in every run (it keeps its copy of the image's /data; the 1 GB and small
 // files are removed by the script), the root a fresh container per run.
+// The 500 MB file is read once (untimed) before (a) in every run, so (a)
+// is the copy-up, not a cold read. All sides are set up first and every
+// iteration runs each of them, so the shared machine's drift hits all alike.
 //
 // Report: one table per figure (medians), a side-by-side summary, and an SVG
 // (bench/results/volumes-<stamp>.svg) drawn here without plotting libraries.
@@ -48,6 +51,8 @@ type Location = typeof LOCATIONS[number];
 // Runs in the container (dash): three timings in ns.
 const SCRIPT = [
   'set -e', 'D=/data', 't() { date +%s%N; }',
+  // The file's pages in cache for every contender alike: (a) times the copy, not a cold read.
+  'cat $D/big.bin > /dev/null',
   `s=$(t); dd if=/dev/zero of=$D/big.bin bs=1M count=1 oflag=append conv=notrunc status=none; e=$(t); echo a=$((e-s))`,
   `s=$(t); dd if=/dev/zero of=$D/new.bin bs=1M count=${NEW_MB} conv=fsync status=none; e=$(t); echo b=$((e-s))`,
   'rm -f $D/new.bin',
@@ -95,35 +100,76 @@ function parse(out: string): Sample {
 
 interface Measured { side: Side; samples: Record<Location, Sample[]>; status: string }
 
-async function measureSide(side: Side, repo: string, layout: string, runs: number): Promise<Measured> {
-  const m: Measured = { side, samples: { root: [], volume: [] }, status: 'ok' };
-  const fs = await ScratchFs.create(side.fsType === 'ext4' ? 8 : 8, side.fsType);
+/** One side set up on its own scratch filesystem: run(location) gives one sample. */
+interface Ready { run: (loc: Location) => Promise<Sample>; dispose: () => Promise<void> }
+
+async function setupSide(side: Side, repo: string, layout: string): Promise<Ready> {
+  const fs = await ScratchFs.create(8, side.fsType);
   try {
-    let run: (loc: Location) => Promise<Sample>;
     if (side.driver) {
       const store = join(fs.path, 'store');
       const cli = (...a: string[]) => exec(process.execPath, [join(repo, 'bin/cowshed.js'), '--store', store, '--driver', side.driver!, ...a]);
       await cli('import', `oci:${layout}:v1`, 'big');
-      run = async (loc) => parse((await cli('run', '--rm', ...(loc === 'volume' ? ['-v', 'benchvol:/data'] : []), 'big', '--', 'sh', '-c', SCRIPT)).stdout);
-    } else {
-      if (!(await which('podman'))) return { ...m, status: 'skipped: podman not installed' };
-      const image = (await podman(fs.path, 'pull', '-q', `oci:${layout}:v1`)).stdout.trim();
-      run = async (loc) => parse((await podman(fs.path, 'run', '--rm', '--network', 'none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1000:1000',
-        ...(loc === 'volume' ? ['-v', 'benchvol:/data'] : []), image, 'sh', '-c', SCRIPT)).stdout);
+      return {
+        run: async (loc) => parse((await cli('run', '--rm', ...(loc === 'volume' ? ['-v', 'benchvol:/data'] : []), 'big', '--', 'sh', '-c', SCRIPT)).stdout),
+        dispose: () => fs.dispose(),
+      };
     }
-    // Untimed first run of each: the volume is made and filled (copy-up of the image's /data).
-    for (const loc of LOCATIONS) await run(loc);
-    for (let i = 0; i < runs; i++) {
-      for (const loc of i % 2 ? [...LOCATIONS].reverse() : LOCATIONS) m.samples[loc].push(await run(loc));
-      process.stderr.write(`  volumes: ${side.label}: run ${i + 1}/${runs}\n`);
-    }
+    const image = (await podman(fs.path, 'pull', '-q', `oci:${layout}:v1`)).stdout.trim();
+    return {
+      run: async (loc) => parse((await podman(fs.path, 'run', '--rm', '--network', 'none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1000:1000',
+        ...(loc === 'volume' ? ['-v', 'benchvol:/data'] : []), image, 'sh', '-c', SCRIPT)).stdout),
+      dispose: async () => {
+        await podman(fs.path, 'rm', '-a', '-f').catch(() => undefined);
+        await fs.dispose();
+      },
+    };
   } catch (e) {
-    m.status = `failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`;
-  } finally {
-    if (!side.driver) await podman(fs.path, 'rm', '-a', '-f').catch(() => undefined);
     await fs.dispose();
+    throw e;
   }
-  return m;
+}
+
+/**
+ * Every side is set up first (each on its own filesystem); then each
+ * iteration runs every side, starting with a different one, so that the
+ * shared machine's drift hits all of them alike.
+ */
+async function measureAll(repo: string, layout: string, runs: number): Promise<Measured[]> {
+  const measured: Measured[] = SIDES.map((side) => ({ side, samples: { root: [], volume: [] }, status: 'ok' }));
+  const ready: (Ready | undefined)[] = [];
+  try {
+    for (const m of measured) {
+      if (!m.side.driver && !(await which('podman'))) { m.status = 'skipped: podman not installed'; ready.push(undefined); continue; }
+      process.stderr.write(`  volumes: setting up ${m.side.label}\n`);
+      try {
+        const r = await setupSide(m.side, repo, layout);
+        ready.push(r);
+        // Untimed first run of each: the volume is made and filled (copy-up of the image's /data).
+        for (const loc of LOCATIONS) await r.run(loc);
+      } catch (e) {
+        m.status = `failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`;
+        if (ready.length === measured.indexOf(m)) ready.push(undefined);
+      }
+    }
+    for (let i = 0; i < runs; i++) {
+      for (let k = 0; k < measured.length; k++) {
+        const j = (i + k) % measured.length;
+        const m = measured[j]!;
+        const r = ready[j];
+        if (!r || m.status !== 'ok') continue;
+        try {
+          for (const loc of i % 2 ? [...LOCATIONS].reverse() : LOCATIONS) m.samples[loc].push(await r.run(loc));
+        } catch (e) {
+          m.status = `failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`;
+        }
+      }
+      process.stderr.write(`  volumes: iteration ${i + 1}/${runs}\n`);
+    }
+  } finally {
+    for (const r of ready) await r?.dispose().catch(() => undefined);
+  }
+  return measured;
 }
 
 const FIGURES = [
@@ -140,11 +186,7 @@ export function volumeBenchmarks(opts: VolumeBenchOptions): { benchmark: Benchma
     needsImage: true,
     async run() {
       const layout = await ensureBigLayout(opts.repo, opts.cache);
-      measured = [];
-      for (const side of SIDES) {
-        process.stderr.write(`  volumes: ${side.label}\n`);
-        measured.push(await measureSide(side, opts.repo, layout, opts.runs));
-      }
+      measured = await measureAll(opts.repo, layout, opts.runs);
       const results: BenchResult[] = FIGURES.map((f) => ({
         name: `volumes ${f.title}`,
         notes: [],
