@@ -323,6 +323,9 @@ const depth = (p: string): number => p.split('/').length;
  * podman's copy-up: a new, empty volume mounted where the image has a
  * directory starts with a copy of that directory (contents, owners, modes,
  * timestamps, xattrs: cp -a), the volume's own directory included.
+ * Claimed in the transaction that records the mount, so only the first
+ * container copies; as with podman, a second container started with the
+ * same new volume while that copy runs may see it half filled.
  */
 function copyUp(rootfs: string, destination: string, data: string): void {
   const src = resolveInContainer(rootfs, destination);
