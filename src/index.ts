@@ -20,3 +20,5 @@ export { commitContainer, type CommitOptions } from './containers/commit.ts';
 export { runImage, type RunOptions, type RunResult } from './containers/run.ts';
 export { exportImage, type ExportOptions } from './store/export.ts';
 export { containerPaths, containerLower } from './drivers/composefs.ts';
+export { createVolume, listVolumes, inspectVolume, removeVolume, pruneVolumes, type VolumeInfo } from './volumes/volumes.ts';
+export { parseVolumeFlag, parseMountFlag, parseTmpfsFlag, type MountRequest } from './volumes/mounts.ts';
