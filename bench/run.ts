@@ -16,6 +16,7 @@ import { containerBenchmarks } from './containers.ts';
 import { driverBenchmarks } from './drivers.ts';
 import { registryBenchmarks } from './registry.ts';
 import { trustBenchmarks } from './trust.ts';
+import { volumeBenchmarks } from './volumes.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const CACHE = process.env.COWSHED_FIXTURES ?? '/var/cache/cowshed-fixtures';
@@ -223,6 +224,10 @@ benchmarks.push(...containers.benchmarks);
 const drivers = driverBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
 benchmarks.push(drivers.benchmark);
 
+// volumes (issue 16): root against volume, every driver and podman; BENCH_VOLUME_RUNS (default 3) runs each.
+const volumes = volumeBenchmarks({ repo: REPO, cache: CACHE, runs: Number(process.env.BENCH_VOLUME_RUNS ?? 3) });
+benchmarks.push(volumes.benchmark);
+
 // pull-cold, pull-again, pull-update, push-commit (issue 4): one loopback registry, stopped at the end.
 const registry = registryBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
 benchmarks.push(...registry.benchmarks);
@@ -298,6 +303,8 @@ async function main(): Promise<void> {
   if (summary.length) extra.push('', ...summary);
   const driverTable = drivers.table();
   if (driverTable.length) extra.push('', ...driverTable);
+  const volumeTable = volumes.table();
+  if (volumeTable.length) extra.push('', ...volumeTable);
   extra.push('', `Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; ${RUNS} runs + ${WARMUP} warm-up per contender.`);
   const { path, body } = await writeReport(REPO, results, extra);
   process.stdout.write(body);

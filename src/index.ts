@@ -26,3 +26,5 @@ export { verifyChain, type ChainReport } from './trust/chain.ts';
 export { loadPolicy, parsePolicy, type Policy } from './trust/policy.ts';
 export { loadRegistriesD } from './trust/registries-d.ts';
 export { generateSigstoreKey, decryptPrivateKey, readPublicKeys } from './trust/keys.ts';
+export { createVolume, listVolumes, inspectVolume, removeVolume, pruneVolumes, type VolumeInfo } from './volumes/volumes.ts';
+export { parseVolumeFlag, parseMountFlag, parseTmpfsFlag, type MountRequest } from './volumes/mounts.ts';

@@ -1,5 +1,5 @@
-// Container commands: create, ps, rm, diff, commit (run and export live in
-// their own modules and are added as they land).
+// Container commands: create, run (with podman's volume and process options),
+// ps, rm, diff, export, commit.
 import { Option, type Command } from 'commander';
 import type { Store } from '../store/store.ts';
 import { createContainer, listContainers, removeContainer, findContainer, containerDiff } from '../containers/containers.ts';
@@ -13,6 +13,24 @@ const diffLib = () => import('../containers/diff.ts');
 /** ps's STATUS column for the states other than exited. */
 const STATUS: Record<string, string> = { running: 'Up', created: 'Created', creating: 'Creating', incomplete: 'Incomplete (rm -f it)' };
 
+interface RunFlags {
+  rm?: boolean; name?: string; env: string[]; tty?: boolean; interactive?: boolean; verify?: boolean;
+  volume: string[]; mount: string[]; tmpfs: string[]; workdir?: string; user?: string; entrypoint?: string; readOnly?: boolean; readOnlyTmpfs: string;
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+/** --entrypoint as podman reads it: a JSON array of strings, or one string (the empty string: none). */
+function parseEntrypoint(v: string): string[] {
+  if (v.trimStart().startsWith('[')) {
+    let a: unknown;
+    try { a = JSON.parse(v); } catch { a = undefined; }
+    if (!Array.isArray(a) || !a.every((x) => typeof x === 'string')) fail('EINVAL', `--entrypoint ${v}: a JSON array must hold strings only`);
+    return a as string[];
+  }
+  return v === '' ? [] : [v];
+}
+
 type WithStore = <T>(fn: (s: Store) => Promise<T> | T) => Promise<T>;
 
 export function containerCommands(program: Command, withStore: WithStore, say: (s: string) => void): void {
@@ -25,17 +43,34 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
   program.command('run')
     .description('create a container from an image and run it with runc; passes output and exit code through')
     .argument('<image>').argument('[command...]', 'command and arguments (after --), replacing the image Cmd')
-    .option('--rm', 'remove the container when it exits')
+    .option('--rm', 'remove the container (and its anonymous volumes) when it exits')
     .option('--name <name>', 'container name')
-    .option('-e, --env <KEY=VALUE...>', 'environment variables')
+    .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
     .option('-t, --tty', 'allocate a terminal')
+    .option('-i, --interactive', 'pass stdin to the container (otherwise it reads /dev/null)')
+    .option('-v, --volume <[SRC:]DST[:OPTS]>', 'bind mount (SRC a host path) or named volume (SRC a name; made on first use); OPTS ro, rw, z, nocopy, nosuid, ... (repeatable)', collect, [])
+    .option('--mount <type=…,src=…,dst=…>', 'type=bind|volume|tmpfs with src/source, dst/destination/target, ro/readonly, tmpfs-size, tmpfs-mode (repeatable)', collect, [])
+    .option('--tmpfs <DST[:OPTS]>', 'a tmpfs at DST (default rw,noexec,nosuid,nodev; size=, mode=) (repeatable)', collect, [])
+    .option('-w, --workdir <dir>', 'working directory in the container (made if the image lacks it)')
+    .option('-u, --user <user[:group]>', 'user name or uid, optionally :group or :gid, resolved in the image')
+    .option('--entrypoint <cmd>', 'replace the image Entrypoint (a string, or a JSON array); drops the image Cmd')
+    .option('--read-only', 'mount the container root read-only (volumes, binds and tmpfs stay writable)')
+    .addOption(new Option('--read-only-tmpfs <bool>', 'with --read-only, tmpfs on /tmp, /var/tmp and /run').choices(['true', 'false']).default('true'))
     .option('--verify', 'verify the whole chain first (signature under the policy, manifest, config, layers, objects, composefs image)')
     .passThroughOptions()
-    .action(async (image: string, command: string[], o: { rm?: boolean; name?: string; env?: string[]; tty?: boolean; verify?: boolean }) => withStore(async (s) => {
+    .action(async (image: string, command: string[], o: RunFlags) => withStore(async (s) => {
       if (command[0] === '--') command = command.slice(1);
       const { runImage } = await import('../containers/run.ts');
+      const m = await import('../volumes/mounts.ts');
+      const mounts = [...o.volume.map(m.parseVolumeFlag), ...o.mount.map(m.parseMountFlag), ...o.tmpfs.map(m.parseTmpfsFlag)];
+      m.checkDuplicates(mounts);
+      // --verify checks the whole chain here and runs the image id it verified.
       const verified = o.verify ? await (await import('./trust.ts')).verifyForUse(program, s, image, o) : undefined;
-      const r = await runImage(s, verified ?? image, { name: o.name, args: command.length ? command : undefined, env: o.env, rm: o.rm, tty: o.tty });
+      const r = await runImage(s, verified ?? image, {
+        name: o.name, args: command.length ? command : undefined, env: o.env, rm: o.rm, tty: o.tty,
+        interactive: o.interactive, mounts, workdir: o.workdir, user: o.user, entrypoint: o.entrypoint === undefined ? undefined : parseEntrypoint(o.entrypoint),
+        readOnly: o.readOnly, readOnlyTmpfs: o.readOnlyTmpfs === 'true',
+      });
       process.exitCode = r.exitCode;
     }));
 
@@ -58,8 +93,18 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .description('remove containers')
     .argument('<containers...>')
     .option('-f, --force', 'remove even if running')
-    .action(async (refs: string[], o: { force?: boolean }) => withStore((s) => {
-      for (const r of refs) say(removeContainer(s, r, { force: o.force }));
+    .option('-v, --volumes', 'remove the anonymous volumes the container used')
+    .action(async (refs: string[], o: { force?: boolean; volumes?: boolean }) => withStore(async (s) => {
+      for (const r of refs) {
+        const { anonymousVolumesOf } = await import('../volumes/mounts.ts');
+        const c = o.volumes ? findContainer(s, r) : undefined;
+        const anonymous = c ? anonymousVolumesOf(s, c.id) : [];
+        say(removeContainer(s, r, { force: o.force }));
+        if (anonymous.length) {
+          const { removeVolume } = await import('../volumes/volumes.ts');
+          for (const v of anonymous) { try { removeVolume(s, v); } catch { /* another container uses it */ } }
+        }
+      }
     }));
 
   program.command('diff')

@@ -163,6 +163,7 @@ containerCommands(program, withStore, say);
 registryCommands(program, withStore, say);
 composefsCommands(program);
 trustCommands(program, withStore, say);
+(await import('./volumes.ts')).volumeCommands(program, withStore, say);
 
 async function main(argv: string[]): Promise<void> {
   try {

@@ -26,6 +26,16 @@ export interface RuntimeSpecOptions {
   /** Allocate a terminal (runc then needs a terminal on its own stdin). */
   tty?: boolean;
   readonlyRootfs?: boolean;
+  /** With readonlyRootfs: tmpfs on /tmp, /var/tmp and /run (podman's --read-only-tmpfs, default true). */
+  readonlyTmpfs?: boolean;
+  /** run -u: name or uid[:gid] (names resolved in the image's /etc/passwd and /etc/group); replaces the image's User. */
+  user?: string;
+  /** run -w: the working directory; replaces the image's WorkingDir. */
+  workdir?: string;
+  /** run --entrypoint: replaces the image's Entrypoint, and drops its Cmd (podman semantics). */
+  entrypoint?: string[];
+  /** Mounts after the defaults (volumes, binds, tmpfs), parents first. */
+  mounts?: RuntimeSpec['mounts'];
 }
 
 /** The subset of the OCI runtime spec cowshed writes (runtime-spec 1.0.2). */
@@ -89,13 +99,15 @@ export function runtimeSpec(opts: RuntimeSpecOptions): RuntimeSpec {
     fail('EINVAL', `invalid hostname ${JSON.stringify(hostname)}: letters, digits, - and . (at most 63 per label)`);
   }
 
-  const args = [...(image.Entrypoint ?? []), ...(opts.args ?? image.Cmd ?? [])];
+  // An entrypoint given on the command line drops the image's Cmd too (podman, docker).
+  const entrypoint = opts.entrypoint ?? image.Entrypoint ?? [];
+  const args = [...entrypoint, ...(opts.args ?? (opts.entrypoint ? [] : image.Cmd ?? []))];
   if (args.length === 0) fail('EINVAL', 'nothing to run: the image has no Entrypoint or Cmd; give a command');
   for (const a of args) {
     if (a.includes('\0')) fail('EINVAL', `command argument ${JSON.stringify(a)} contains a NUL byte`);
   }
 
-  const user = resolveUser(opts.rootfs, image.User ?? '');
+  const user = resolveUser(opts.rootfs, opts.user ?? image.User ?? '');
   const tty = opts.tty ?? false;
 
   const env = new EnvList();
@@ -106,8 +118,19 @@ export function runtimeSpec(opts: RuntimeSpecOptions): RuntimeSpec {
   if (!env.has('HOME')) env.set(`HOME=${user.home}`, '', true);
   for (const e of opts.env ?? []) env.set(e, 'environment', true);
 
-  const cwd = image.WorkingDir ? posix.resolve('/', image.WorkingDir) : '/';
+  if (opts.workdir !== undefined && (!opts.workdir.startsWith('/') || opts.workdir.includes('\0'))) {
+    fail('EINVAL', `the working directory ${JSON.stringify(opts.workdir)} must be an absolute path`);
+  }
+  const wd = opts.workdir ?? image.WorkingDir;
+  const cwd = wd ? posix.resolve('/', wd) : '/';
   if (cwd.includes('\0')) fail('EFORMAT', 'image WorkingDir contains a NUL byte');
+  const extra = opts.mounts ?? [];
+  const readonly = opts.readonlyRootfs ?? false;
+  // podman --read-only keeps /tmp, /var/tmp and /run writable (tmpfs) unless told not to, or mounted over.
+  const roTmpfs = readonly && opts.readonlyTmpfs !== false
+    ? ['/tmp', '/var/tmp', '/run'].filter((d) => !extra.some((m) => m.destination === d))
+      .map((d) => ({ destination: d, type: 'tmpfs', source: 'tmpfs', options: ['rw', 'rprivate', 'nosuid', 'nodev', 'tmpcopyup'] }))
+    : [];
 
   const root = user.uid === 0;
   const nofile = Math.min(NOFILE_LIMIT, hardNofileLimit() ?? NOFILE_LIMIT);
@@ -129,7 +152,7 @@ export function runtimeSpec(opts: RuntimeSpecOptions): RuntimeSpec {
       // podman's default: setuid programs (su, ping) inside keep working.
       noNewPrivileges: false,
     },
-    root: { path: opts.rootfs, readonly: opts.readonlyRootfs ?? false },
+    root: { path: opts.rootfs, readonly },
     hostname,
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc' },
@@ -139,6 +162,8 @@ export function runtimeSpec(opts: RuntimeSpecOptions): RuntimeSpec {
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
       { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+      ...roTmpfs,
+      ...extra,
     ],
     linux: {
       // Deny all device access; runc adds back its defaults (null, zero, tty, ...).
@@ -226,7 +251,8 @@ export function resolveUser(rootfs: string, spec: string): ResolvedUser {
       fail('EINVAL', `cannot run as user ${JSON.stringify(userPart)}: the image has no /etc/passwd (use a numeric uid)`);
     }
     match = passwdEntries().find((p) => p.name === userPart);
-    if (!match) fail('EINVAL', `user ${JSON.stringify(userPart)} not found in the image's /etc/passwd`);
+    // Exit 126 as podman: the container cannot start.
+    if (!match) throw new CowshedError('EINVAL', `user ${JSON.stringify(userPart)} not found in the image's /etc/passwd`, { exitCode: 126 });
     uid = match.uid;
   }
 
@@ -238,7 +264,7 @@ export function resolveUser(rootfs: string, spec: string): ResolvedUser {
       gid = numericGroup;
     } else {
       const g = groupEntries().find((e) => e.name === groupPart);
-      if (!g) fail('EINVAL', `group ${JSON.stringify(groupPart)} not found in the image's /etc/group`);
+      if (!g) throw new CowshedError('EINVAL', `group ${JSON.stringify(groupPart)} not found in the image's /etc/group`, { exitCode: 126 });
       gid = g.gid;
     }
   } else if (match) {

@@ -160,7 +160,7 @@ export function containerDiff(store: Store, name: string): Change[] {
  */
 export function diffOf(store: Store, ref: ContainerRef, name: string): Change[] {
   try {
-    return driverFor(store).diff(store, ref);
+    return withoutMounts(store, ref.id, driverFor(store).diff(store, ref));
   } catch (e) {
     const code = errno(e);
     if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') {
@@ -168,6 +168,18 @@ export function diffOf(store: Store, ref: ContainerRef, name: string): Change[] 
     }
     throw e;
   }
+}
+
+/**
+ * Leaves out what is below the container's mount destinations (volumes,
+ * binds, tmpfs), as podman's diff and commit do: a volume's content is not
+ * the container's. The mountpoint itself (the empty directory runc made
+ * for it) stays a change, as in podman.
+ */
+function withoutMounts(store: Store, id: string, changes: Change[]): Change[] {
+  const dests = store.db.all<{ destination: string }>('SELECT destination FROM container_mounts WHERE container_id = ?', id).map((r) => r.destination);
+  if (dests.length === 0) return changes;
+  return changes.filter((c) => !dests.some((d) => c.path.startsWith(d + '/')));
 }
 
 export function removeContainer(store: Store, ref: string, opts: { force?: boolean } = {}): string {

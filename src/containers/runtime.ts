@@ -21,6 +21,8 @@ export interface RunContainerOptions {
   runtime?: RuntimeName;
   /** 'inherit' (default): the container uses our stdin/stdout/stderr. 'pipe': stdin is /dev/null, output is collected. */
   stdio?: 'inherit' | 'pipe';
+  /** With stdio 'inherit': 'null' gives the container /dev/null as stdin (podman run without -i). Default 'inherit'. */
+  stdin?: 'inherit' | 'null';
   /** Abort stops the container: SIGTERM, then SIGKILL after a grace period. */
   signal?: AbortSignal;
   /** Seconds between SIGTERM and SIGKILL when aborted (default 10, like podman stop). */
@@ -62,7 +64,7 @@ export async function runContainer(opts: RunContainerOptions): Promise<RunContai
   let started = false;
   try {
     const child = spawn(runtime, [...globalArgs, 'run', '--bundle', bundle, opts.id], {
-      stdio: pipe ? ['ignore', 'pipe', 'pipe'] : 'inherit',
+      stdio: pipe ? ['ignore', 'pipe', 'pipe'] : [opts.stdin === 'null' ? 'ignore' : 'inherit', 'inherit', 'inherit'],
     });
     started = true;
     const out: Buffer[] = [];

@@ -5,7 +5,10 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import { chmodSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { errno } from '../util/errors.ts';
 
-const SCHEMA_VERSION = 1;
+// 1: images, layers, objects, containers, leases.
+// 2: volumes and container_mounts (made by SCHEMA's CREATE TABLE IF NOT
+//    EXISTS when a version-1 store is opened; nothing else changes).
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,6 +85,27 @@ CREATE TABLE IF NOT EXISTS containers (
   exit_code INTEGER,
   creator_pid INTEGER               -- while creating: the process making it
 );
+-- Named volumes: <store>/volumes/<name>/_data, outside every driver.
+CREATE TABLE IF NOT EXISTS volumes (
+  name TEXT PRIMARY KEY,
+  created INTEGER NOT NULL,         -- unix ms
+  anonymous INTEGER NOT NULL DEFAULT 0,   -- made for one container (run -v /dir); run --rm removes it
+  needs_copy_up INTEGER NOT NULL DEFAULT 1 -- the first container to mount it copies the image's content in
+);
+-- What each container mounts (bind, volume, tmpfs), in the order given: run
+-- writes the rows in the transaction that makes the container, volume rm
+-- refuses a volume any row names, and diff/commit skip the destinations.
+CREATE TABLE IF NOT EXISTS container_mounts (
+  container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+  idx INTEGER NOT NULL,
+  type TEXT NOT NULL,               -- bind | volume | tmpfs
+  source TEXT NOT NULL,             -- host path (bind), volume name, or 'tmpfs'
+  destination TEXT NOT NULL,        -- in the container, symlinks resolved inside its root
+  options TEXT NOT NULL,            -- JSON array: the OCI mount options
+  volume TEXT REFERENCES volumes(name),
+  PRIMARY KEY (container_id, idx)
+);
+CREATE INDEX IF NOT EXISTS container_mounts_volume ON container_mounts(volume);
 -- Processes working on the store: gc waits for imports and imports for gc.
 CREATE TABLE IF NOT EXISTS leases (
   id INTEGER PRIMARY KEY,
@@ -113,6 +137,7 @@ export class Db {
       }
       const v = this.get<{ value: string }>('SELECT value FROM meta WHERE key = ?', 'schema');
       if (!v) this.run('INSERT INTO meta (key, value) VALUES (?, ?)', 'schema', String(SCHEMA_VERSION));
+      else if (Number(v.value) < SCHEMA_VERSION) this.setMeta('schema', String(SCHEMA_VERSION));
     });
   }
 

@@ -2,6 +2,7 @@
 // records of removed images, and temporary files of dead processes. Holds the
 // gc lease, so no import or commit runs meanwhile.
 import { readdirSync, rmSync, statSync } from 'node:fs';
+import { volumesUsage } from '../volumes/volumes.ts';
 import { join } from 'node:path';
 import type { Store } from './store.ts';
 import { acquireLease, pidAlive } from './leases.ts';
@@ -65,6 +66,8 @@ export interface DfReport {
   metadataSize: number;     // composefs images, manifests, configs, tar-split records
   dedupRatio: number;       // logical / stored
   images: DfImage[];
+  /** Named and anonymous volumes (<store>/volumes): bytes of their files, outside the dedup store. */
+  volumes: { count: number; size: number; volumes: { name: string; size: number }[] };
 }
 
 export function df(store: Store): DfReport {
@@ -83,7 +86,7 @@ export function df(store: Store): DfReport {
     uniqueSize: uniqueObjectBytes(store, r.id),
   }));
   const logicalSize = images.reduce((a, r) => a + r.logical_size, 0);
-  return { logicalSize, storedSize: stored, metadataSize, dedupRatio: stored > 0 ? logicalSize / stored : 1, images: out };
+  return { logicalSize, storedSize: stored, metadataSize, dedupRatio: stored > 0 ? logicalSize / stored : 1, images: out, volumes: volumesUsage(store) };
 }
 
 /** Bytes of the objects that only this image needs (what removing it would free). */
