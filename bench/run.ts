@@ -15,9 +15,10 @@ import {
 import { containerBenchmarks } from './containers.ts';
 import { driverBenchmarks } from './drivers.ts';
 import { registryBenchmarks } from './registry.ts';
+import { fixturesDir } from '../test/helpers/cli.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
-const CACHE = process.env.COWSHED_FIXTURES ?? '/var/cache/cowshed-fixtures';
+const CACHE = fixturesDir();
 const LAYOUT = join(CACHE, 'debian-oci');
 const CLI = join(REPO, 'bin/cowshed.js');
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -262,7 +263,7 @@ async function main(): Promise<void> {
   let imageReady = existsSync(join(LAYOUT, 'index.json'));
   if (!imageReady && isRoot() && selected.some((b) => b.needsImage)) {
     process.stderr.write('bench: building the Debian test image (once, about a minute)\n');
-    await exec('bash', [join(REPO, 'scripts/build-debian-image.sh')]);
+    await exec('bash', [join(REPO, 'scripts/build-debian-image.sh')], { env: { ...process.env, COWSHED_FIXTURES: CACHE } });
     imageReady = existsSync(join(LAYOUT, 'index.json'));
   }
 
