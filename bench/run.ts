@@ -1,5 +1,6 @@
 // `npm run bench [NAME…]`: every benchmark (or those whose name contains one
-// of the arguments), cowshed against its anchors, report under bench/results/.
+// of the arguments; `npm run bench startup` for the installed command's
+// start-up alone), cowshed against its anchors, report under bench/results/.
 // Environment: COWSHED_FIXTURES (image cache, default /var/cache/cowshed-fixtures),
 // BENCH_RUNS (timed runs per contender, default 5), BENCH_WARMUP (default 1).
 import { hash, randomFillSync } from 'node:crypto';
@@ -15,6 +16,7 @@ import {
 import { containerBenchmarks } from './containers.ts';
 import { driverBenchmarks } from './drivers.ts';
 import { registryBenchmarks } from './registry.ts';
+import { startupBenchmarks } from './startup.ts';
 import { fixturesDir } from '../test/helpers/cli.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -215,6 +217,10 @@ const benchmarks: Benchmark[] = [
   },
 ];
 
+// Installed-command start-up against podman (issue 10): packs and installs the package into a temporary prefix.
+const startup = startupBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
+benchmarks.push(startup.benchmark);
+
 // create, diff, commit (issue 3): they share one store and podman root, removed at the end.
 const containers = containerBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
 benchmarks.push(...containers.benchmarks);
@@ -287,6 +293,7 @@ async function main(): Promise<void> {
     await containers.dispose();
     await drivers.dispose();
     await registry.dispose();
+    await startup.dispose();
   }
   const summary = limitsSummary(results);
   if (extra.length) extra.unshift('## Not run', '');
