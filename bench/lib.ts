@@ -1,7 +1,7 @@
 // Benchmark harness: runs cowshed and its anchors on the same input, in the
 // same process run, alternating per iteration, and reports medians and the
 // ratio cowshed / anchor (machines here are noisy; ratios hold, absolute
-// times drift). See docs in /work/shared/design/BENCH.md.
+// times drift). See ../shared/design/BENCH.md (beside the repository).
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';

@@ -1,5 +1,6 @@
 // `npm run bench [NAME…]`: every benchmark (or those whose name contains one
-// of the arguments), cowshed against its anchors, report under bench/results/.
+// of the arguments; `npm run bench startup` for the installed command's
+// start-up alone), cowshed against its anchors, report under bench/results/.
 // Environment: COWSHED_FIXTURES (image cache, default /var/cache/cowshed-fixtures),
 // BENCH_RUNS (timed runs per contender, default 5), BENCH_WARMUP (default 1).
 import { hash, randomFillSync } from 'node:crypto';
@@ -17,9 +18,11 @@ import { driverBenchmarks } from './drivers.ts';
 import { registryBenchmarks } from './registry.ts';
 import { trustBenchmarks } from './trust.ts';
 import { volumeBenchmarks } from './volumes.ts';
+import { startupBenchmarks } from './startup.ts';
+import { fixturesDir } from '../test/helpers/cli.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
-const CACHE = process.env.COWSHED_FIXTURES ?? '/var/cache/cowshed-fixtures';
+const CACHE = fixturesDir();
 const LAYOUT = join(CACHE, 'debian-oci');
 const CLI = join(REPO, 'bin/cowshed.js');
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -216,6 +219,10 @@ const benchmarks: Benchmark[] = [
   },
 ];
 
+// Installed-command start-up against podman (issue 10): packs and installs the package into a temporary prefix.
+const startup = startupBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
+benchmarks.push(startup.benchmark);
+
 // create, diff, commit (issue 3): they share one store and podman root, removed at the end.
 const containers = containerBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
 benchmarks.push(...containers.benchmarks);
@@ -272,7 +279,7 @@ async function main(): Promise<void> {
   let imageReady = existsSync(join(LAYOUT, 'index.json'));
   if (!imageReady && isRoot() && selected.some((b) => b.needsImage)) {
     process.stderr.write('bench: building the Debian test image (once, about a minute)\n');
-    await exec('bash', [join(REPO, 'scripts/build-debian-image.sh')]);
+    await exec('bash', [join(REPO, 'scripts/build-debian-image.sh')], { env: { ...process.env, COWSHED_FIXTURES: CACHE } });
     imageReady = existsSync(join(LAYOUT, 'index.json'));
   }
 
@@ -297,6 +304,7 @@ async function main(): Promise<void> {
     await drivers.dispose();
     await registry.dispose();
     await trust.dispose();
+    await startup.dispose();
   }
   const summary = limitsSummary(results);
   if (extra.length) extra.unshift('## Not run', '');

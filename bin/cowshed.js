@@ -1,12 +1,10 @@
 #!/usr/bin/env node
-// Entry point. The CLI is TypeScript run by Node's type stripping (Node >= 24);
-// the compile cache keeps stripped and compiled modules between runs, which
-// roughly halves start-up for short commands.
-import * as nodeModule from 'node:module';
-
+// The command in a checkout, for tests, benchmarks and scripts: run by the
+// Node 24 of node_modules (`npm ci` installs it). It runs the TypeScript
+// sources through src/cli/entry.ts (compile cache, --version, then the CLI).
+// The installed command is bin/cowshed.
 if (Number(process.versions.node.split('.')[0]) < 24) {
-  process.stderr.write(`cowshed: needs Node.js 24 or newer (this is ${process.version}); run it as "npx cowshed" in the repository, which uses the Node it pins\n`);
+  process.stderr.write(`cowshed: needs Node.js 24 or newer (this is ${process.version}); run bin/cowshed, which uses the Node the package depends on\n`);
   process.exit(1);
 }
-nodeModule.enableCompileCache?.();
-await import('../src/cli/main.ts');
+await import('../src/cli/entry.ts');

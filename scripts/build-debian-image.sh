@@ -5,6 +5,7 @@
 #                              (v1 + one layer installing curl, ca-certificates, less)
 #   $CACHE/debian-rootfs.tar   the v1 rootfs as a plain tarball (for tar: imports)
 # CACHE is $COWSHED_FIXTURES, default /var/cache/cowshed-fixtures.
+# The mirror is the one the host's apt uses (scripts/debian-mirror.sh).
 # Idempotent (stamp file); a half-finished earlier run leaves only a .build.*
 # temp dir, which the next run deletes. Prints the layout path on stdout.
 set -euo pipefail
@@ -38,10 +39,10 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$RECIPE" ] && [ -d "$LAYOUT" ] && [
   exit 0
 fi
 
-# Same mirror as the host's apt configuration, else the default.
-MIRROR=$(grep -hoE '^(URIs:|deb) *https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null \
-  | grep -oE 'https?://[^ ]+' | head -n1 || true)
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
+# The mirror the host's apt uses for Debian bookworm main (or
+# $COWSHED_DEBIAN_MIRROR): the repository names no host, so this works
+# wherever apt works. Stops with one line when there is none.
+MIRROR=$(bash "$(dirname "$0")/debian-mirror.sh" bookworm)
 
 # Unmounts everything below a directory, deepest first: an interrupted run can
 # leave /proc, /sys, /dev mounted inside a rootfs (ours, or debootstrap's own),

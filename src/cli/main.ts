@@ -11,6 +11,7 @@ import { isCowshedError } from '../util/errors.ts';
 import { table, formatBytes, age, shortId, progress } from './output.ts';
 import { composefsCommands } from './composefs.ts';
 import { inspectWithSignatures, trustCommands, verifyForUse } from './trust.ts';
+import { helpCommands } from './help.ts';
 
 interface GlobalOpts { store?: string; driver?: DriverName; logLevel?: string; quiet?: boolean }
 
@@ -164,6 +165,8 @@ registryCommands(program, withStore, say);
 composefsCommands(program);
 trustCommands(program, withStore, say);
 (await import('./volumes.ts')).volumeCommands(program, withStore, say);
+// Keep last: --version, completion, examples and exit codes see every command registered above.
+helpCommands(program);
 
 async function main(argv: string[]): Promise<void> {
   try {

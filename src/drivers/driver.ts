@@ -33,7 +33,9 @@ export interface StorageDriver {
 }
 
 const drivers = new Map<string, StorageDriver>();
-const MODULES: Record<string, string> = { composefs: './composefs.ts', overlay: './overlay.ts', btrfs: './btrfs.ts', vfs: './vfs.ts', zfs: './zfs.ts' };
+// .ts from source (a checkout), .js from the built package (dist/).
+const EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+const MODULES: Record<string, string> = { composefs: `./composefs${EXT}`, overlay: `./overlay${EXT}`, btrfs: `./btrfs${EXT}`, vfs: `./vfs${EXT}`, zfs: `./zfs${EXT}` };
 const requireHere = createRequire(import.meta.url);
 
 /** Each driver module registers itself when loaded. */

@@ -21,8 +21,11 @@ export type WorkerMessage =
 /** Layers at least this big are read on a worker thread. */
 export const WORKER_MIN_SIZE = 8 << 20;
 
+/** layer-worker.ts from source (a checkout), layer-worker.js from the built package (dist/). */
+const WORKER = new URL(import.meta.url.endsWith('.ts') ? './layer-worker.ts' : './layer-worker.js', import.meta.url);
+
 export async function* tarFromWorker(job: LayerJob): AsyncGenerator<Uint8Array> {
-  const worker = new Worker(new URL('./layer-worker.ts', import.meta.url), { workerData: job });
+  const worker = new Worker(WORKER, { workerData: job });
   const queue: WorkerMessage[] = [];
   let notify: (() => void) | undefined;
   let exitError: Error | undefined;

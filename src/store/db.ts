@@ -129,6 +129,12 @@ export class Db {
     if ((statSync(file).mode & 0o077) !== 0) for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
     this.sql = new DatabaseSync(file, { timeout: 30_000 });
     this.sql.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+    // Every command opens the store: skip the schema's write transaction (which
+    // also queues behind any writer) when this very schema and migration code
+    // were applied already. user_version holds a hash of SCHEMA and of this
+    // class's source, so any change to either applies them again (idempotent).
+    const stamp = schemaStamp();
+    if ((this.sql.prepare('PRAGMA user_version').get() as { user_version: number }).user_version === stamp) return;
     this.tx(() => {
       this.sql.exec(SCHEMA);
       // Stores made before containers had a creating state.
@@ -138,6 +144,7 @@ export class Db {
       const v = this.get<{ value: string }>('SELECT value FROM meta WHERE key = ?', 'schema');
       if (!v) this.run('INSERT INTO meta (key, value) VALUES (?, ?)', 'schema', String(SCHEMA_VERSION));
       else if (Number(v.value) < SCHEMA_VERSION) this.setMeta('schema', String(SCHEMA_VERSION));
+      this.sql.exec(`PRAGMA user_version = ${stamp}`);
     });
   }
 
@@ -177,4 +184,16 @@ export class Db {
   close(): void {
     this.sql.close();
   }
+}
+
+let stampCache: number | undefined;
+/** FNV-1a of SCHEMA and the Db class source, as a positive 31-bit user_version (never 0, a new database's). */
+function schemaStamp(): number {
+  if (stampCache === undefined) {
+    let h = 0x811c9dc5;
+    const text = SCHEMA + Db.toString();
+    for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+    stampCache = (h & 0x7fffffff) || 1;
+  }
+  return stampCache;
 }

@@ -75,7 +75,7 @@ export class Store {
     // and every image's files to other users.
     chmodSync(p.root, 0o700);
     this.objects = new ObjectStore(p.objects, p.tmp);
-    this.objects.init();
+    this.objects.ensure();
     this.blobs = new BlobStore(p.blobs, p.tmp);
     this.db = new Db(p.db);
     const recorded = this.db.getMeta('driver') as DriverName | undefined;

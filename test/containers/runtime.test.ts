@@ -4,7 +4,6 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,8 +13,9 @@ import { runContainer, runtimeAvailable, type RunContainerResult } from '../../s
 import { parseConfig, parseIndex, parseManifest, type ImageConfig } from '../../src/oci/types.ts';
 import { isCowshedError, type ErrorCode } from '../../src/util/errors.ts';
 
-const LAYOUT = '/var/cache/cowshed-fixtures/debian-oci';
-const REPO = join(import.meta.dirname, '..', '..');
+import { debianFixture, REPO } from '../helpers/cli.ts';
+
+let LAYOUT: string;
 
 let work: string;
 let rootfs: string;
@@ -83,9 +83,7 @@ async function writeRunner(id: string, bundle: string): Promise<string> {
 const text = (b: Buffer | undefined): string => b?.toString('utf8') ?? '';
 
 void before(async () => {
-  if (!existsSync(join(LAYOUT, 'index.json'))) {
-    execFileSync('bash', [join(REPO, 'scripts', 'build-debian-image.sh')], { stdio: 'inherit' });
-  }
+  LAYOUT = debianFixture().layout;
   work = await mkdtemp(join(tmpdir(), 'cowshed-runtime-test-'));
   imageConfig = await loadImageConfig('v1');
   // umoci's rootfs only; the spec is ours (the umoci config.json is ignored).

@@ -1,7 +1,7 @@
 // Running the real CLI (as users and outside tests do) against a test store,
 // and cleaning up what a test store mounted.
 import { spawnSync, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,11 +38,53 @@ export function removeTree(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
-/** The Debian fixture (built once, cached outside the repo). */
+/**
+ * The fixture cache: $COWSHED_FIXTURES, default /var/cache/cowshed-fixtures.
+ * What is built there (debootstrap from the live mirror) differs on every
+ * machine and every rebuild: read digests, sizes and dates out of it, never
+ * write them into a test.
+ */
+export function fixturesDir(): string {
+  return process.env.COWSHED_FIXTURES || '/var/cache/cowshed-fixtures';
+}
+
+/** The Debian fixture (built once, cached in fixturesDir()). */
 export function debianFixture(): { layout: string; rootfsTar: string } {
-  const out = execFileSync('bash', [join(REPO, 'scripts', 'build-debian-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const out = execFileSync('bash', [join(REPO, 'scripts', 'build-debian-image.sh')], {
+    encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, COWSHED_FIXTURES: fixturesDir() },
+  });
   const layout = out.trim().split('\n').pop()!;
   return { layout, rootfsTar: join(dirname(layout), 'debian-rootfs.tar') };
+}
+
+/** A blob of an OCI layout by digest (`sha256:…`). */
+export function layoutBlob(layout: string, digest: string): Buffer {
+  return readFileSync(join(layout, 'blobs', ...digest.split(':')));
+}
+
+export interface LayoutManifest {
+  digest: string;
+  config: { digest: string; size: number };
+  layers: Array<{ digest: string; size: number; mediaType: string }>;
+}
+
+/** The manifest a tag of an OCI layout names (via index.json), with its digest. */
+export function layoutManifest(layout: string, tag: string): LayoutManifest {
+  const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as
+    { manifests: Array<{ digest: string; annotations?: Record<string, string> }> };
+  const desc = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag);
+  if (!desc) throw new Error(`${layout} has no tag ${tag}`);
+  return { digest: desc.digest, ...JSON.parse(layoutBlob(layout, desc.digest).toString('utf8')) as Omit<LayoutManifest, 'digest'> };
+}
+
+/**
+ * Shared data beside the repository (`../shared/…`: test vectors, corpora).
+ * CI puts shared/ beside its clone; where it is absent, `skip` says why and
+ * tests using it skip.
+ */
+export function sharedPath(...parts: string[]): { path: string; skip: string | false } {
+  const path = join(REPO, '..', 'shared', ...parts);
+  return { path, skip: existsSync(path) ? false : `${path} is absent (shared data is kept beside the repository, not in it)` };
 }
 
 /** Last line of a command's stdout (mount prints the path last). */

@@ -7,7 +7,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { tempDir, removeTree, debianFixture, lastLine } from '../helpers/cli.ts';
+import { tempDir, removeTree, debianFixture, lastLine, layoutManifest } from '../helpers/cli.ts';
 import { listTree, compareTrees, type CompareOptions } from '../helpers/tree-listing.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import { OCI_INDEX, OCI_MANIFEST } from '../../src/oci/media-types.ts';
@@ -111,11 +111,12 @@ describe('registry pull and push', { skip: missing.length ? `missing ${missing.j
   });
 
   test('pull of v2 with v1 present fetches only the new layer', async () => {
-    const manifest = JSON.parse(readFileSync(join(fx.layout, 'blobs', 'sha256', '4adaeb7b6268756a21b00445e7664ad4fc5cfcb5a11f92b29ce138eb56dc2c32'), 'utf8')) as { config: { digest: string }; layers: Array<{ digest: string }> };
+    // The fixture is built from the live mirror: its digests are read from the layout, never written here.
+    const manifest = layoutManifest(fx.layout, 'v2');
     const from = proxy.requests.length;
     await cli('pull', '-q', '--tls-verify=false', `${proxy.host}/debian:v2`);
     const gets = blobGets(from);
-    assert.deepEqual(gets.sort(), [manifest.config.digest, manifest.layers[1].digest].map((d) => `/v2/debian/blobs/${d}`).sort());
+    assert.deepEqual(gets.sort(), [manifest.config.digest, manifest.layers[1]!.digest].map((d) => `/v2/debian/blobs/${d}`).sort());
     const mnt = lastLine(await cli('mount', `${proxy.host}/debian:v2`));
     try {
       // See tree-listing.ts: umoci and erofs keep lower-layer mtimes for parents the v2 layer omits.

@@ -8,12 +8,10 @@ import { copyFileSync, mkdirSync, readFileSync, readdirSync, statSync, writeFile
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
-import { cowshedOk, removeTree, tempDir } from '../helpers/cli.ts';
+import { cowshedOk, debianFixture, removeTree, sharedPath, tempDir } from '../helpers/cli.ts';
 import { buildHostileTars } from '../fixtures/edge-image.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const VECTORS = '/work/shared/vectors/composefs';
-const DEBIAN_OCI = '/var/cache/cowshed-fixtures/debian-oci';
 /** No progress for this long = a hang the child could not report itself. */
 const WATCHDOG_MS = 30_000;
 
@@ -67,13 +65,20 @@ with tarfile.open(sys.argv[2], 'w', format=tarfile.GNU_FORMAT) as t:
   const hostile = await buildHostileTars(join(dir, 'hostile'));
   for (const [name, path] of Object.entries(hostile)) copyFileSync(path, join(tars, `hostile-${name}.tar`));
 
-  for (const f of readdirSync(VECTORS)) {
-    if (/\.dump(\.gz)?$/.test(f)) copyFileSync(join(VECTORS, f), join(dir, 'dump', f));
+  // The composefs test vectors are shared data beside the repository; without them the dump target still has the dump of the small tree below.
+  const vectors = sharedPath('vectors', 'composefs');
+  if (!vectors.skip) {
+    for (const f of readdirSync(vectors.path)) {
+      if (/\.dump(\.gz)?$/.test(f)) copyFileSync(join(vectors.path, f), join(dir, 'dump', f));
+    }
   }
   // A real EROFS image written by cowshed, from the small tree above.
   cowshedOk(join(dir, 'store-unused'), 'composefs', 'create', src, join(dir, 'erofs', 'small.cfs'));
-  copyFileSync(join(DEBIAN_OCI, 'index.json'), join(dir, 'json', 'index.json'));
-  const blobs = join(DEBIAN_OCI, 'blobs', 'sha256');
+  // Its dump is a dump seed of our own (the shared vectors may be absent).
+  writeFileSync(join(dir, 'dump', 'small.dump'), cowshedOk(join(dir, 'store-unused'), 'composefs', 'dump', join(dir, 'erofs', 'small.cfs')));
+  const debianOci = debianFixture().layout;
+  copyFileSync(join(debianOci, 'index.json'), join(dir, 'json', 'index.json'));
+  const blobs = join(debianOci, 'blobs', 'sha256');
   for (const f of readdirSync(blobs)) {
     if (statSync(join(blobs, f)).size < 100_000) copyFileSync(join(blobs, f), join(dir, 'json', f));
   }
