@@ -88,9 +88,9 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .argument('<image>').argument('<ref>', 'REGISTRY/REPO[:TAG]')
     .addOption(tlsVerifyOption())
     .option('--creds <user:password>', 'credentials for the registry')
-    .addOption(new Option('--compression-format <kind>', 'compression of uploaded layers (default gzip; named, only blobs of that compression are reused)').choices(['gzip', 'zstd']))
+    .addOption(new Option('--compression-format <kind>', 'compression of uploaded layers (default gzip; named, only blobs of that compression are reused)').choices(['gzip', 'zstd', 'zstd:chunked']))
     .option('-q, --quiet', 'print only the manifest digest')
-    .action(async (image: string, ref: string, o: { tlsVerify: boolean; creds?: string; compressionFormat?: 'gzip' | 'zstd'; quiet?: boolean }) => withStore(async (s) => {
+    .action(async (image: string, ref: string, o: { tlsVerify: boolean; creds?: string; compressionFormat?: 'gzip' | 'zstd' | 'zstd:chunked'; quiet?: boolean }) => withStore(async (s) => {
       const quiet = Boolean(o.quiet) || quietGlobal();
       const r = await (await pushLib()).pushImage(s, image, ref, {
         tlsVerify: o.tlsVerify, creds: o.creds, compression: o.compressionFormat,
