@@ -63,17 +63,29 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .option('--creds <user:password>', 'credentials for the registry')
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image', 'linux/amd64')
     .option('-q, --quiet', 'print only the image id')
-    .action(async (ref: string, o: { tlsVerify: boolean; creds?: string; platform: string; quiet?: boolean }) => withStore(async (s) => {
-      const quiet = Boolean(o.quiet) || quietGlobal();
+    .option('--json', 'print the result as JSON: id, bytes fetched, and per layer how it was fetched (reused, partial, whole)')
+    .action(async (ref: string, o: { tlsVerify: boolean; creds?: string; platform: string; quiet?: boolean; json?: boolean }) => withStore(async (s) => {
+      const quiet = Boolean(o.quiet) || quietGlobal() || Boolean(o.json);
       const bars = layerBars(quiet);
       const t0 = performance.now();
       try {
         const r = await (await pullLib()).pullImage(s, ref, {
           tlsVerify: o.tlsVerify, creds: o.creds, platform: o.platform,
           onBlobProgress: (p) => bars.layer(p.layer, p.layers, p.digest, p.received, p.size, p.done, p.local),
+          onNotice: (m) => { if (!o.json) process.stderr.write(`cowshed: ${m}\n`); },
         });
         bars.stop();
+        if (o.json) {
+          const { layers, ...rest } = r;
+          say(JSON.stringify({ ...rest, layers }, null, 2));
+          return;
+        }
         if (!quiet) {
+          for (const l of r.layers) {
+            if (l.method === 'reused') continue;
+            const files = l.method === 'partial' ? `, ${l.filesFetched} files fetched, ${l.filesFound} found in the store` : '';
+            process.stderr.write(`layer ${l.layer + 1}/${r.layers.length} ${l.digest.slice(7, 19)}: ${l.method}, ${formatBytes(l.bytesFetched)} fetched${files}\n`);
+          }
           const how = r.reused ? 'already built, no layer fetched' : `${r.objectsWritten} new objects, ${formatBytes(r.bytesWritten)} written`;
           process.stderr.write(`pulled ${r.name}: ${formatBytes(r.bytesFetched)} fetched, ${r.entries} entries (${how}) in ${((performance.now() - t0) / 1000).toFixed(2)} s\n`);
         }

@@ -16,6 +16,10 @@ import type { Store } from '../store/store.ts';
 import type { ImportProgress, ImportResult } from '../store/import.ts';
 import { RegistryClient, formatRef, imageNameFor, parseRegistryRef, type BlobStreamStats, type RegistryRef } from './client.ts';
 import { recordBlobs } from './blob-cache.ts';
+import { chunkedKind } from '../chunked/format.ts';
+import { lookupContent, recordContent } from '../chunked/content-index.ts';
+import { planPartial, type PartialPlan } from '../chunked/partial.ts';
+import { fetchBlobRanges, newRangeStats, type Range } from './ranges.ts';
 
 export interface PullOptions {
   tlsVerify?: boolean;
@@ -31,6 +35,38 @@ export interface PullOptions {
   localLayer?: (diffId: string) => (() => AsyncIterable<Uint8Array>) | undefined;
   /** Retry tuning (tests). */
   client?: { maxAttempts?: number; retryDelayMs?: number; idleTimeoutMs?: number };
+  /**
+   * Partial pulls of zstd:chunked layers: where the store's files are found
+   * by content digest and fetched ranges are staged. Without it every layer
+   * is pulled whole.
+   */
+  partial?: PartialHooks;
+}
+
+export interface PartialHooks {
+  lookup(files: Array<{ digest: string; size: number }>): Map<string, string>;
+  openObject(hex: string): AsyncIterable<Uint8Array>;
+  tmpDir: string;
+  /** Ranges per request at most (tests; default 1024). */
+  maxRanges?: number;
+}
+
+/** How a layer came in. */
+export interface LayerReport {
+  layer: number;
+  digest: string;
+  /** reused: rebuilt from the store; partial: only missing files fetched; whole: the blob fetched. */
+  method: 'reused' | 'partial' | 'whole';
+  /** Blob bytes received for this layer. */
+  bytesFetched: number;
+  /** Regular files with content in the layer (partial pulls), fetched, found in the store. */
+  files?: number;
+  filesFetched?: number;
+  filesFound?: number;
+  /** Why a partial pull was given up for a whole-layer pull. */
+  fallback?: string;
+  /** Fetched files (content digest → object), recorded in the content index once the import is committed. */
+  fetched?: PartialPlan['fetched'];
 }
 
 /** Per-layer download progress: compressed bytes received of the blob. */
@@ -44,6 +80,10 @@ export interface RegistrySource extends ImageSource {
   /** Layers read from the store instead of the registry. */
   localLayers: number;
   onBlobProgress?: (p: BlobProgress) => void;
+  /** One-line notices (a partial pull given up, and why). */
+  onNotice?: (message: string) => void;
+  /** Per layer, once read: how it was fetched. */
+  layerReports: LayerReport[];
 }
 
 const MAX_INDEX_DEPTH = 4;
@@ -121,12 +161,13 @@ export async function openRegistrySource(ref: string, opts: PullOptions = {}): P
     client,
     stats,
     localLayers: 0,
+    layerReports: [],
     manifest: { digest: manifestDigest, mediaType: manifest.mediaType, bytes: got.bytes, parsed: manifest },
     config: { digest: cd.digest, bytes: configBytes, parsed: config },
     layers: [],
     async close() { /* fetch holds nothing between requests */ },
   };
-  source.layers = manifest.layers.map((d, i) => registryLayer(source, where, i, d, diffIds[i], opts.localLayer?.(diffIds[i])));
+  source.layers = manifest.layers.map((d, i) => registryLayer(source, where, i, d, diffIds[i], opts.localLayer?.(diffIds[i]), opts.partial));
   return source;
 }
 
@@ -141,6 +182,7 @@ function mediaTypeInside(bytes: Buffer): string {
 
 function registryLayer(
   src: RegistrySource, where: string, index: number, d: Descriptor, diffId: string, local: (() => AsyncIterable<Uint8Array>) | undefined,
+  partial: PartialHooks | undefined,
 ): LayerRef {
   const what = `${where}: layer ${index + 1} (${d.digest})`;
   const repo = src.registryRef.repository;
@@ -178,10 +220,52 @@ function registryLayer(
       if (local) {
         src.localLayers++;
         src.onBlobProgress?.({ layer: index, layers: count, digest: d.digest, received: 0, size: d.size, done: true, local: true });
+        src.layerReports.push({ layer: index, digest: d.digest, method: 'reused', bytesFetched: 0 });
         yield* verifyDigest(local(), diffId, `${what} (rebuilt from the store)`);
         return;
       }
-      const blob = fetchBlob();
+      const report: LayerReport = { layer: index, digest: d.digest, method: 'whole', bytesFetched: 0 };
+      src.layerReports.push(report);
+      if (partial && chunkedKind(d.annotations) === 'zstd:chunked') {
+        const rs = newRangeStats();
+        let plan: PartialPlan | undefined;
+        try {
+          plan = await planPartial({
+            what, digest: d.digest, size: d.size, annotations: d.annotations!, tmpDir: partial.tmpDir,
+            lookup: partial.lookup, openObject: partial.openObject,
+            fetch: (ranges: Range[], put) => fetchBlobRanges(src.client, repo, d.digest, d.size, ranges, put, rs, { maxRanges: partial.maxRanges }),
+          });
+        } catch (e) {
+          if (!isCowshedError(e) || e.code === 'ENOSPC') throw e;
+          // Nothing was handed on: a whole-layer pull is safe.
+          report.fallback = e.message;
+          src.onNotice?.(`${e.message}; pulling the whole layer instead`);
+        } finally {
+          src.stats.bytes += rs.bytes;
+          src.stats.requests += rs.requests;
+          report.bytesFetched += rs.bytes;
+        }
+        if (plan) {
+          report.files = plan.files;
+          report.filesFound = plan.filesFound;
+          if (plan.tar) {
+            report.method = plan.method;
+            report.filesFetched = plan.filesFetched;
+            report.fetched = plan.fetched;
+            src.onBlobProgress?.({ layer: index, layers: count, digest: d.digest, received: rs.bytes, size: d.size, done: true });
+            try {
+              yield* verifyDigest(plan.tar(), diffId, `${what} diff ID`);
+            } finally {
+              plan.close();
+            }
+            return;
+          }
+        }
+      }
+      const before = src.stats.bytes;
+      const blob = (async function* () {
+        try { yield* fetchBlob(); } finally { report.bytesFetched += src.stats.bytes - before; }
+      })();
       let blobDone = false;
       // Fed to decompress without handing over the blob itself: closing the feed leaves the blob readable.
       const feed = (async function* () {
@@ -223,6 +307,8 @@ export interface PullResult extends ImportResult {
   resumed: number;
   /** Layers the store already had: rebuilt locally, not fetched. */
   localLayers: number;
+  /** Per layer: how it came in (layers of a build reused whole are not listed). */
+  layers: LayerReport[];
 }
 
 /**
@@ -233,7 +319,7 @@ export interface PullResult extends ImportResult {
  */
 export async function pullImage(
   store: Store, ref: string,
-  opts: PullOptions & { onProgress?: (p: ImportProgress) => void; onBlobProgress?: (p: BlobProgress) => void } = {},
+  opts: PullOptions & { onProgress?: (p: ImportProgress) => void; onBlobProgress?: (p: BlobProgress) => void; onNotice?: (m: string) => void } = {},
 ): Promise<PullResult> {
   let bytes = 0;
   let requests = 0;
@@ -243,15 +329,23 @@ export async function pullImage(
       ...opts,
       localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : undefined),
       localLayer: (diffId) => store.storedLayer(diffId),
+      // A second attempt (the first failed its digests) pulls layers whole.
+      partial: opts.partial === undefined && attempt === 1 ? storePartialHooks(store) : opts.partial,
     });
     src.onBlobProgress = opts.onBlobProgress;
+    src.onNotice = opts.onNotice;
     try {
       const result = await store.importSource(src, imageNameFor(src.registryRef), { onProgress: opts.onProgress });
       bytes += src.stats.bytes;
       requests += src.stats.requests;
       resumed += src.stats.resumed;
       rememberPulledBlobs(store, src);
-      return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers };
+      recordFetchedContent(store, src.layerReports);
+      const reported = new Set(src.layerReports.map((r) => r.layer));
+      // Layers the store had (by diff ID, or the whole build) were not read at all.
+      for (const [i, l] of src.layers.entries()) if (!reported.has(i)) src.layerReports.push({ layer: i, digest: l.digest, method: 'reused', bytesFetched: 0 });
+      const layers = src.layerReports.sort((a, b) => a.layer - b.layer).map(({ fetched: _, ...r }) => r);
+      return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers, layers };
     } catch (e) {
       bytes += src.stats.bytes;
       requests += src.stats.requests;
@@ -264,10 +358,26 @@ export async function pullImage(
   }
 }
 
+/** Partial pulls look files up in the store and stage fetched ranges in its tmp/. */
+export function storePartialHooks(store: Store): PartialHooks {
+  return {
+    lookup: (files) => lookupContent(store, files),
+    openObject: (hex) => store.objects.open(hex),
+    tmpDir: store.paths.tmp,
+  };
+}
+
+function recordFetchedContent(store: Store, reports: LayerReport[]): void {
+  const rows = reports.flatMap((r) => (r.fetched ?? []).map((f) => ({ object: f.object, sha256: f.digest.replace(/^sha256:/, ''), size: f.size })));
+  try { recordContent(store, rows); } catch { /* an index: lookups fall back to hashing */ }
+}
+
 function rememberPulledBlobs(store: Store, src: RegistrySource): void {
   try {
-    recordBlobs(store, src.registryRef.registry, src.registryRef.repository, src.layers.map((l) => ({
+    const ds = src.manifest.parsed.layers;
+    recordBlobs(store, src.registryRef.registry, src.registryRef.repository, src.layers.map((l, i) => ({
       digest: l.digest, size: l.size, mediaType: l.mediaType, diffId: l.diffId,
+      ...(chunkedKind(ds[i]?.annotations) === 'zstd:chunked' ? { annotations: ds[i]!.annotations } : {}),
     })));
   } catch { /* a cache: push works without it, only slower */ }
 }
