@@ -161,4 +161,38 @@ describe('zstd:chunked partial pull', { skip: have('docker-registry') ? false : 
     const inspect = JSON.parse(await cowshedAsyncOk(store, ['inspect', `${proxy.host}/app:v2`])) as { composefs: string };
     assert.equal(inspect.composefs, v2.composefs);
   });
+
+  test('the older format, as Debian 12\'s skopeo writes it (io.containers.zstd-chunked.*, 40-byte GnUlInUx footer): pulled whole and verified', { skip: have('skopeo') ? false : 'skopeo is not installed' }, async () => {
+    // Older containers/storage drops the bytes after the end-of-archive
+    // blocks: from a tar without record padding (-b 1) its blob is exact.
+    const exact = join(work, 'exact.tar');
+    execFileSync('tar', ['--format=pax', '-b', '1', '-C', join(work, 'root'), '-cf', exact, '.']);
+    await cowshedAsyncOk(src, ['import', `tar:${exact}`, 'exact:v1']);
+    const skopeoOld = async (image: string, repo: string): Promise<Buffer> => {
+      const layout = join(work, `old-layout-${repo}`);
+      await cowshedAsyncOk(src, ['export', image, `oci:${layout}:v1`]);
+      execFileSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', '--dest-compress', '--dest-compress-format', 'zstd:chunked', `oci:${layout}:v1`, `docker://${registry.host}/${repo}:v1`], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const manifest = await (await fetch(`http://${registry.host}/v2/${repo}/manifests/v1`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).json() as { layers: Array<{ digest: string; annotations?: Record<string, string> }> };
+      assert.ok(manifest.layers[0].annotations?.['io.containers.zstd-chunked.manifest-checksum'], 'skopeo wrote the older annotations');
+      return Buffer.from(await (await fetch(`http://${registry.host}/v2/${repo}/blobs/${manifest.layers[0].digest}`)).arrayBuffer());
+    };
+    const blob = await skopeoOld('exact:v1', 'old');
+    assert.equal(blob.subarray(blob.length - 8).toString('latin1'), 'GnUlInUx');
+    assert.equal(blob.readUInt32LE(blob.length - 44), 40, 'a 40-byte footer');
+    const store = join(work, `store-${n++}`);
+    const r = JSON.parse(await cowshedAsyncOk(store, ['pull', '--json', '--tls-verify=false', `${proxy.host}/old:v1`])) as PullJson;
+    assert.equal(r.layers[0].method, 'whole');
+    const want = JSON.parse(await cowshedAsyncOk(src, ['inspect', 'exact:v1'])) as { composefs: string };
+    const got = JSON.parse(await cowshedAsyncOk(store, ['inspect', `${proxy.host}/old:v1`])) as { composefs: string };
+    assert.equal(got.composefs, want.composefs);
+    // From a tar with record padding, that blob no longer gives the config's
+    // diff ID: refused in one line, nothing stored.
+    await skopeoOld('app:v1', 'old-padded');
+    const bad = await cowshedAsync(store, ['pull', '-q', '--tls-verify=false', `${proxy.host}/old-padded:v1`]);
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^cowshed: .*old-padded:v1: layer 1 \(sha256:[0-9a-f]{64}\) diff ID: digest mismatch/);
+    assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
+    const images = JSON.parse(await cowshedAsyncOk(store, ['images', '--json'])) as Array<{ names: string[] }>;
+    assert.equal(images.length, 1);
+  });
 });

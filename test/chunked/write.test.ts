@@ -114,12 +114,13 @@ describe('zstd:chunked push, pulled and run by podman', { skip: missingPodman.le
       checkZstdChunked(blob, layer.annotations ?? {}, config.rootfs.diff_ids[i]);
     }
     const root = join(work, 'podman');
+    mkdirSync(join(root, 'xdg'), { recursive: true });
     const podman = (...args: string[]): string => execFileSync('podman', [
       '--root', join(root, 'root'), '--runroot', join(root, 'run'), '--storage-driver', 'vfs', '--events-backend', 'file', '--cgroup-manager', 'cgroupfs', ...args,
     ], { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: join(root, 'xdg'), HOME: work } });
     try {
       podman('pull', '-q', '--tls-verify=false', `${registry.host}/chunked:v1`);
-      const ran = podman('run', '--rm', '--network', 'none', '--ulimit', 'host', `${registry.host}/chunked:v1`, 'cat', '/etc/debian_version');
+      const ran = podman('run', '--rm', '--network', 'none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1000:1000', `${registry.host}/chunked:v1`, 'cat', '/etc/debian_version');
       const unpacked = join(work, 'umoci');
       execFileSync('umoci', ['unpack', '--image', `${fx.layout}:v1`, unpacked], { stdio: 'ignore' });
       assert.equal(ran, readFileSync(join(unpacked, 'rootfs', 'etc', 'debian_version'), 'utf8'));
