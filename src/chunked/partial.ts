@@ -22,7 +22,7 @@ import { CowshedError } from '../util/errors.ts';
 import { decompressZstdFrames } from '../oci/compression.ts';
 import { FsVerityHasher, toHex } from '../composefs/fsverity.ts';
 import {
-  decompressMeta, fileFrames, matchTocAndTarSplit, parseAnnotations, parseTarSplit, parseToc, sha256,
+  decompressMeta, FOOTER_SIZE, parseFooter, fileFrames, matchTocAndTarSplit, parseAnnotations, parseTarSplit, parseToc, sha256,
   type FileFrames,
 } from './format.ts';
 import type { Range } from '../registry/ranges.ts';
@@ -167,12 +167,18 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
       tar: () => decompressZstdFrames(verifiedStream(blob.stream(0, src.size), src.digest, src.size, what), what),
       close: () => blob.close(),
     });
+    // TOC, tar-split and footer: adjacent, so one range of one request.
     const metaRanges = [
       { start: pos.toc.offset, end: pos.toc.offset + pos.toc.length },
       { start: pos.tarSplit.offset, end: pos.tarSplit.offset + pos.tarSplit.length },
+      { start: src.size - FOOTER_SIZE, end: src.size },
     ];
     if (await src.fetch(metaRanges, (o, b) => blob.put(o, b))) return wholeFromFile(src.size);
     for (const r of metaRanges) if (!blob.covers(r)) throw refused(what, 'the registry did not send the TOC and tar-split');
+    // The footer must say what the annotations say (containers/storage trusts the annotations; a blob that disagrees is damaged or forged).
+    const footer = parseFooter(blob.read(src.size - FOOTER_SIZE, FOOTER_SIZE), what);
+    const same = (a: { offset: number; length: number; uncompressed: number }, b: typeof a): boolean => a.offset === b.offset && a.length === b.length && a.uncompressed === b.uncompressed;
+    if (!same(footer.toc, pos.toc) || !same(footer.tarSplit, pos.tarSplit)) throw refused(what, 'the zstd:chunked footer disagrees with the layer annotations');
     const tocZ = blob.read(pos.toc.offset, pos.toc.length);
     if (sha256(tocZ) !== pos.tocDigest) throw refused(what, `the TOC does not match its digest ${pos.tocDigest}`, 'EDIGEST');
     const toc = parseToc(decompressMeta(tocZ, pos.toc.uncompressed, what, 'TOC'), Math.min(pos.toc.offset, pos.tarSplit.offset) - 8, what);
