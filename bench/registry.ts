@@ -46,7 +46,7 @@ async function freePort(): Promise<number> {
 }
 
 /** Debian's docker-registry on a free loopback port, no auth, storage on its own scratch filesystem. */
-class LoopbackRegistry {
+export class LoopbackRegistry {
   readonly host: string;
   private readonly child: ChildProcess;
   private readonly fs: ScratchFs;

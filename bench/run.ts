@@ -15,6 +15,7 @@ import {
 import { containerBenchmarks } from './containers.ts';
 import { driverBenchmarks } from './drivers.ts';
 import { registryBenchmarks } from './registry.ts';
+import { chunkedBenchmarks } from './chunked.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const CACHE = process.env.COWSHED_FIXTURES ?? '/var/cache/cowshed-fixtures';
@@ -226,6 +227,10 @@ benchmarks.push(drivers.benchmark);
 const registry = registryBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
 benchmarks.push(...registry.benchmarks);
 
+// zstd-chunked-update, zstd-chunked-cold (issue 12): their own loopback registry, stopped at the end.
+const chunked = chunkedBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
+benchmarks.push(...chunked.benchmarks);
+
 /** Import time against max(decompress, hash, write) of the layer's bytes. */
 function limitsSummary(results: BenchResult[]): string[] {
   const find = (bench: string, contender: string) =>
@@ -286,6 +291,7 @@ async function main(): Promise<void> {
     await containers.dispose();
     await drivers.dispose();
     await registry.dispose();
+    await chunked.dispose();
   }
   const summary = limitsSummary(results);
   if (extra.length) extra.unshift('## Not run', '');

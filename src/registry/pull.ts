@@ -40,7 +40,7 @@ export interface PullOptions {
    * by content digest and fetched ranges are staged. Without it every layer
    * is pulled whole.
    */
-  partial?: PartialHooks;
+  partial?: PartialHooks | false;
 }
 
 export interface PartialHooks {
@@ -182,7 +182,7 @@ function mediaTypeInside(bytes: Buffer): string {
 
 function registryLayer(
   src: RegistrySource, where: string, index: number, d: Descriptor, diffId: string, local: (() => AsyncIterable<Uint8Array>) | undefined,
-  partial: PartialHooks | undefined,
+  partial: PartialHooks | false | undefined,
 ): LayerRef {
   const what = `${where}: layer ${index + 1} (${d.digest})`;
   const repo = src.registryRef.repository;
@@ -330,7 +330,7 @@ export async function pullImage(
       localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : undefined),
       localLayer: (diffId) => store.storedLayer(diffId),
       // A second attempt (the first failed its digests) pulls layers whole.
-      partial: opts.partial === undefined && attempt === 1 ? storePartialHooks(store) : opts.partial,
+      partial: opts.partial === undefined ? (attempt === 1 ? storePartialHooks(store) : false) : opts.partial,
     });
     src.onBlobProgress = opts.onBlobProgress;
     src.onNotice = opts.onNotice;
