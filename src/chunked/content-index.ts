@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Store } from '../store/store.ts';
+import type { PlanHooks } from '../plan/layers.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS content_sha256 (
@@ -81,4 +82,13 @@ export function lookupContent(store: Store, wanted: Array<{ digest: string; size
   }
   recordContent(store, rows);
   return found;
+}
+
+/** The planner's per-file hooks over a store: lookups here, ranges staged in its tmp/. */
+export function storeFileHooks(store: Store): NonNullable<PlanHooks['files']> {
+  return {
+    lookup: (files) => lookupContent(store, files),
+    openObject: (hex) => store.objects.open(hex),
+    tmpDir: store.paths.tmp,
+  };
 }

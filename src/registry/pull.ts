@@ -17,9 +17,9 @@ import type { ImportProgress, ImportResult } from '../store/import.ts';
 import { RegistryClient, formatRef, imageNameFor, parseRegistryRef, type BlobStreamStats, type RegistryRef } from './client.ts';
 import { recordBlobs } from './blob-cache.ts';
 import { chunkedKind } from '../chunked/format.ts';
-import { lookupContent, recordContent } from '../chunked/content-index.ts';
-import { planPartial, type PartialPlan } from '../chunked/partial.ts';
-import { fetchBlobRanges, newRangeStats, type Range } from './ranges.ts';
+import { recordContent, storeFileHooks } from '../chunked/content-index.ts';
+import { planLayers, type LayerReport } from '../plan/layers.ts';
+import { fetchBlobRanges, newRangeStats } from './ranges.ts';
 
 export interface PullOptions {
   tlsVerify?: boolean;
@@ -36,38 +36,14 @@ export interface PullOptions {
   /** Retry tuning (tests). */
   client?: { maxAttempts?: number; retryDelayMs?: number; idleTimeoutMs?: number };
   /**
-   * Partial pulls of zstd:chunked layers: where the store's files are found
-   * by content digest and fetched ranges are staged. Without it every layer
-   * is pulled whole.
+   * Reading only the files the store lacks from zstd:chunked layers (the
+   * planner, src/plan/layers.ts): on by default in pullImage; false pulls
+   * every layer whole.
    */
-  partial?: PartialHooks | false;
+  partial?: false | { maxRanges?: number };
 }
 
-export interface PartialHooks {
-  lookup(files: Array<{ digest: string; size: number }>): Map<string, string>;
-  openObject(hex: string): AsyncIterable<Uint8Array>;
-  tmpDir: string;
-  /** Ranges per request at most (tests; default 1024). */
-  maxRanges?: number;
-}
-
-/** How a layer came in. */
-export interface LayerReport {
-  layer: number;
-  digest: string;
-  /** reused: rebuilt from the store; partial: only missing files fetched; whole: the blob fetched. */
-  method: 'reused' | 'partial' | 'whole';
-  /** Blob bytes received for this layer. */
-  bytesFetched: number;
-  /** Regular files with content in the layer (partial pulls), fetched, found in the store. */
-  files?: number;
-  filesFetched?: number;
-  filesFound?: number;
-  /** Why a partial pull was given up for a whole-layer pull. */
-  fallback?: string;
-  /** Fetched files (content digest → object), recorded in the content index once the import is committed. */
-  fetched?: PartialPlan['fetched'];
-}
+export type { LayerReport } from '../plan/layers.ts';
 
 /** Per-layer download progress: compressed bytes received of the blob. */
 export interface BlobProgress { layer: number; layers: number; digest: string; received: number; size: number; done: boolean; /** Rebuilt from the store, not fetched. */ local?: boolean }
@@ -80,10 +56,8 @@ export interface RegistrySource extends ImageSource {
   /** Layers read from the store instead of the registry. */
   localLayers: number;
   onBlobProgress?: (p: BlobProgress) => void;
-  /** One-line notices (a partial pull given up, and why). */
-  onNotice?: (message: string) => void;
-  /** Per layer, once read: how it was fetched. */
-  layerReports: LayerReport[];
+  /** Ranges per request at most (tests; default 1024). */
+  maxRanges?: number;
 }
 
 const MAX_INDEX_DEPTH = 4;
@@ -161,13 +135,12 @@ export async function openRegistrySource(ref: string, opts: PullOptions = {}): P
     client,
     stats,
     localLayers: 0,
-    layerReports: [],
     manifest: { digest: manifestDigest, mediaType: manifest.mediaType, bytes: got.bytes, parsed: manifest },
     config: { digest: cd.digest, bytes: configBytes, parsed: config },
     layers: [],
     async close() { /* fetch holds nothing between requests */ },
   };
-  source.layers = manifest.layers.map((d, i) => registryLayer(source, where, i, d, diffIds[i], opts.localLayer?.(diffIds[i]), opts.partial));
+  source.layers = manifest.layers.map((d, i) => registryLayer(source, where, i, d, diffIds[i], opts.localLayer?.(diffIds[i])));
   return source;
 }
 
@@ -182,7 +155,6 @@ function mediaTypeInside(bytes: Buffer): string {
 
 function registryLayer(
   src: RegistrySource, where: string, index: number, d: Descriptor, diffId: string, local: (() => AsyncIterable<Uint8Array>) | undefined,
-  partial: PartialHooks | false | undefined,
 ): LayerRef {
   const what = `${where}: layer ${index + 1} (${d.digest})`;
   const repo = src.registryRef.repository;
@@ -200,7 +172,11 @@ function registryLayer(
     }
     src.onBlobProgress?.({ layer: index, layers: count, digest: d.digest, received, size: d.size, done: true });
   }
-  const fetchBlob = () => verifyDigest(progress(src.client.blob(repo, d.digest, d.size, src.stats)), d.digest, what, d.size);
+  let read = 0;
+  async function* counted(blob: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const c of blob) { read += c.length; yield c; }
+  }
+  const fetchBlob = () => verifyDigest(progress(counted(src.client.blob(repo, d.digest, d.size, src.stats))), d.digest, what, d.size);
   // A damaged blob usually breaks decompression or the tar before its digest
   // is known. Fetching it again to find out (what explainLayerFailure does
   // for files) proves nothing over a network that damages bytes, so the rest
@@ -215,57 +191,28 @@ function registryLayer(
   const isDigestError = (e: unknown): boolean => isCowshedError(e) && e.code === 'EDIGEST';
   const layer: LayerRef = {
     index, digest: d.digest, mediaType: d.mediaType, size: d.size, diffId,
+    ...(d.annotations ? { annotations: d.annotations } : {}),
+    // HTTP Range requests (src/registry/ranges.ts), for the planner's partial reads.
+    async readRanges(ranges, put) {
+      const rs = newRangeStats();
+      try {
+        return await fetchBlobRanges(src.client, repo, d.digest, d.size, ranges, put, rs, { maxRanges: src.maxRanges });
+      } finally {
+        read += rs.bytes;
+        src.stats.bytes += rs.bytes;
+        src.stats.requests += rs.requests;
+      }
+    },
+    bytesRead: () => read,
     openBlob,
     async *openTar() {
       if (local) {
         src.localLayers++;
         src.onBlobProgress?.({ layer: index, layers: count, digest: d.digest, received: 0, size: d.size, done: true, local: true });
-        src.layerReports.push({ layer: index, digest: d.digest, method: 'reused', bytesFetched: 0 });
         yield* verifyDigest(local(), diffId, `${what} (rebuilt from the store)`);
         return;
       }
-      const report: LayerReport = { layer: index, digest: d.digest, method: 'whole', bytesFetched: 0 };
-      src.layerReports.push(report);
-      if (partial && chunkedKind(d.annotations) === 'zstd:chunked') {
-        const rs = newRangeStats();
-        let plan: PartialPlan | undefined;
-        try {
-          plan = await planPartial({
-            what, digest: d.digest, size: d.size, annotations: d.annotations!, tmpDir: partial.tmpDir,
-            lookup: partial.lookup, openObject: partial.openObject,
-            fetch: (ranges: Range[], put) => fetchBlobRanges(src.client, repo, d.digest, d.size, ranges, put, rs, { maxRanges: partial.maxRanges }),
-          });
-        } catch (e) {
-          if (!isCowshedError(e) || e.code === 'ENOSPC') throw e;
-          // Nothing was handed on: a whole-layer pull is safe.
-          report.fallback = e.message;
-          src.onNotice?.(`${e.message}; pulling the whole layer instead`);
-        } finally {
-          src.stats.bytes += rs.bytes;
-          src.stats.requests += rs.requests;
-          report.bytesFetched += rs.bytes;
-        }
-        if (plan) {
-          report.files = plan.files;
-          report.filesFound = plan.filesFound;
-          if (plan.tar) {
-            report.method = plan.method;
-            report.filesFetched = plan.filesFetched;
-            report.fetched = plan.fetched;
-            src.onBlobProgress?.({ layer: index, layers: count, digest: d.digest, received: rs.bytes, size: d.size, done: true });
-            try {
-              yield* verifyDigest(plan.tar(), diffId, `${what} diff ID`);
-            } finally {
-              plan.close();
-            }
-            return;
-          }
-        }
-      }
-      const before = src.stats.bytes;
-      const blob = (async function* () {
-        try { yield* fetchBlob(); } finally { report.bytesFetched += src.stats.bytes - before; }
-      })();
+      const blob = fetchBlob();
       let blobDone = false;
       // Fed to decompress without handing over the blob itself: closing the feed leaves the blob readable.
       const feed = (async function* () {
@@ -328,23 +275,37 @@ export async function pullImage(
     const src = await openRegistrySource(ref, {
       ...opts,
       localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : undefined),
-      localLayer: (diffId) => store.storedLayer(diffId),
-      // A second attempt (the first failed its digests) pulls layers whole.
-      partial: opts.partial === undefined ? (attempt === 1 ? storePartialHooks(store) : false) : opts.partial,
     });
     src.onBlobProgress = opts.onBlobProgress;
-    src.onNotice = opts.onNotice;
+    if (opts.partial) src.maxRanges = opts.partial.maxRanges;
+    const count = src.layers.length;
+    // The planner decides per layer: the store's, only missing files, or whole.
+    // A second attempt (the first failed its digests) reads layers whole.
+    const plan = planLayers(src, {
+      storedLayer: (diffId) => store.storedLayer(diffId),
+      files: opts.partial === false || attempt > 1 ? undefined : storeFileHooks(store),
+      onNotice: opts.onNotice,
+      onReport: (r) => {
+        if (r.method === 'reused') {
+          src.localLayers++;
+          src.onBlobProgress?.({ layer: r.layer, layers: count, digest: r.digest, received: 0, size: src.layers[r.layer]!.size, done: true, local: true });
+        } else if (r.method === 'partial') {
+          src.onBlobProgress?.({ layer: r.layer, layers: count, digest: r.digest, received: r.bytesFetched, size: src.layers[r.layer]!.size, done: true });
+        }
+      },
+    });
+    src.layers = plan.layers;
     try {
       const result = await store.importSource(src, imageNameFor(src.registryRef), { onProgress: opts.onProgress });
       bytes += src.stats.bytes;
       requests += src.stats.requests;
       resumed += src.stats.resumed;
       rememberPulledBlobs(store, src);
-      recordFetchedContent(store, src.layerReports);
-      const reported = new Set(src.layerReports.map((r) => r.layer));
+      recordFetchedContent(store, plan.reports);
+      const reported = new Set(plan.reports.map((r) => r.layer));
       // Layers the store had (by diff ID, or the whole build) were not read at all.
-      for (const [i, l] of src.layers.entries()) if (!reported.has(i)) src.layerReports.push({ layer: i, digest: l.digest, method: 'reused', bytesFetched: 0 });
-      const layers = src.layerReports.sort((a, b) => a.layer - b.layer).map(({ fetched: _, ...r }) => r);
+      for (const [i, l] of src.layers.entries()) if (!reported.has(i)) plan.reports.push({ layer: i, digest: l.digest, method: 'reused', bytesFetched: 0 });
+      const layers = plan.reports.sort((a, b) => a.layer - b.layer).map(({ fetched: _, ...r }) => r);
       return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers, layers };
     } catch (e) {
       bytes += src.stats.bytes;
@@ -356,15 +317,6 @@ export async function pullImage(
       await src.close();
     }
   }
-}
-
-/** Partial pulls look files up in the store and stage fetched ranges in its tmp/. */
-export function storePartialHooks(store: Store): PartialHooks {
-  return {
-    lookup: (files) => lookupContent(store, files),
-    openObject: (hex) => store.objects.open(hex),
-    tmpDir: store.paths.tmp,
-  };
 }
 
 function recordFetchedContent(store: Store, reports: LayerReport[]): void {

@@ -32,6 +32,8 @@ export interface ImportProgress {
 
 export interface ImportOptions {
   onProgress?: (p: ImportProgress) => void;
+  /** One-line notices (a zstd:chunked layer read whole after all, and why). */
+  onNotice?: (message: string) => void;
 }
 
 export interface ImportResult {

@@ -195,4 +195,32 @@ describe('zstd:chunked partial pull', { skip: have('docker-registry') ? false : 
     const images = JSON.parse(await cowshedAsyncOk(store, ['images', '--json'])) as Array<{ names: string[] }>;
     assert.equal(images.length, 1);
   });
+
+  test('one way in: a zstd:chunked OCI layout imported into a store holding v1 reads only the files it lacks, as the same image', async () => {
+    const layout = join(work, 'chunked-layout');
+    await cowshedAsyncOk(src, ['export', '--compression-format', 'zstd:chunked', 'app:v2', `oci:${layout}:v2`]);
+    const store = join(work, `store-${n++}`);
+    await cowshedAsyncOk(store, ['pull', '-q', '--tls-verify=false', `${registry.host}/app:v1`]);
+    // The layout's layer blob is read by range: the files the store has are never decompressed.
+    const { Store } = await import('../../src/store/store.ts');
+    const { planLayers } = await import('../../src/plan/layers.ts');
+    const { storeFileHooks } = await import('../../src/chunked/content-index.ts');
+    const { openImageSource } = await import('../../src/oci/source.ts');
+    const s = await Store.open(store);
+    try {
+      const source = await openImageSource(`oci:${layout}:v2`);
+      try {
+        const plan = planLayers(source, { files: storeFileHooks(s) });
+        source.layers = plan.layers;
+        const r = await s.importSource(source, 'from-layout:v2');
+        assert.equal(plan.reports[0]?.method, 'partial', JSON.stringify(plan.reports));
+        assert.equal(plan.reports[0]?.filesFetched, 3);
+        assert.equal(r.composefs, v2.composefs);
+      } finally {
+        await source.close();
+      }
+    } finally {
+      s.close();
+    }
+  });
 });
