@@ -67,7 +67,8 @@ class SparseBlob {
   private fd: number;
   private readonly have: Range[] = [];
   constructor(dir: string, size: number) {
-    this.path = join(dir, `partial-${process.pid}-${Date.now()}-${Math.random().toString(16).slice(2)}`);
+    // Named as the store names temp files of a live process (gc and fsck leave them alone).
+    this.path = join(dir, `objects-${process.pid}-partial-${Date.now()}-${Math.random().toString(16).slice(2)}`);
     this.fd = openSync(this.path, 'wx+', 0o600);
     if (size > 0) writeSync(this.fd, Buffer.alloc(1), 0, 1, size - 1);
   }
