@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS content_sha256 (
 CREATE INDEX IF NOT EXISTS content_sha256_by_sha ON content_sha256 (sha256);
 `;
 
+const SMALL_OBJECT = 1 << 20;
+
 export function ensureContentIndex(store: Store): void {
   store.db.sql.exec(SCHEMA);
 }
@@ -88,7 +90,12 @@ export function lookupContent(store: Store, wanted: Array<{ digest: string; size
 export function storeFileHooks(store: Store): NonNullable<PlanHooks['files']> {
   return {
     lookup: (files) => lookupContent(store, files),
-    openObject: (hex) => store.objects.open(hex),
+    // Small objects in one read: a stream per file costs more than the file (thousands of them).
+    openObject: (hex) => {
+      const size = store.objects.size(hex);
+      if (size !== undefined && size <= SMALL_OBJECT) return (async function* () { yield readFileSync(store.objects.path(hex)); })();
+      return store.objects.open(hex);
+    },
     tmpDir: store.paths.tmp,
   };
 }
