@@ -20,6 +20,7 @@ import { trustBenchmarks } from './trust.ts';
 import { volumeBenchmarks } from './volumes.ts';
 import { startupBenchmarks } from './startup.ts';
 import { fixturesDir } from '../test/helpers/cli.ts';
+import { chunkedBenchmarks } from './chunked.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const CACHE = fixturesDir();
@@ -242,6 +243,9 @@ benchmarks.push(...registry.benchmarks);
 // Signature verification on pull and mount (issue 14): its own registry, stopped at the end.
 const trust = trustBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
 benchmarks.push(...trust.benchmarks);
+// zstd-chunked-update, zstd-chunked-cold (issue 12): their own loopback registry, stopped at the end.
+const chunked = chunkedBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
+benchmarks.push(...chunked.benchmarks);
 
 /** Import time against max(decompress, hash, write) of the layer's bytes. */
 function limitsSummary(results: BenchResult[]): string[] {
@@ -305,6 +309,7 @@ async function main(): Promise<void> {
     await registry.dispose();
     await trust.dispose();
     await startup.dispose();
+    await chunked.dispose();
   }
   const summary = limitsSummary(results);
   if (extra.length) extra.unshift('## Not run', '');

@@ -127,10 +127,11 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
   program.command('export')
     .description('write an image to oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REPO:TAG]')
     .argument('<image>').argument('<dest>')
-    .addOption(new Option('--compression <kind>', 'layer compression for OCI destinations').choices(['gzip', 'zstd', 'none']).default('gzip'))
-    .action(async (image: string, dest: string, o: { compression: ExportCompression }) => withStore(async (s) => {
+    .addOption(new Option('--compression <kind>', 'layer compression for OCI destinations').choices(['gzip', 'zstd', 'zstd:chunked', 'none']).default('gzip'))
+    .addOption(new Option('--compression-format <kind>', 'the same, as podman names it').choices(['gzip', 'zstd', 'zstd:chunked', 'none']))
+    .action(async (image: string, dest: string, o: { compression: ExportCompression; compressionFormat?: ExportCompression }) => withStore(async (s) => {
       const { exportImage } = await import('../store/export.ts');
-      const r = await exportImage(s, image, dest, { compression: o.compression });
+      const r = await exportImage(s, image, dest, { compression: o.compressionFormat ?? o.compression });
       say(r.manifestDigest ?? r.dest);
     }));
 

@@ -76,17 +76,29 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .option('--creds <user:password>', 'credentials for the registry')
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image', 'linux/amd64')
     .option('-q, --quiet', 'print only the image id')
-    .action(async (ref: string, o: TransportFlags & { creds?: string; platform: string; quiet?: boolean }) => withStore(async (s) => {
-      const quiet = Boolean(o.quiet) || quietGlobal();
+    .option('--json', 'print the result as JSON: id, bytes fetched, and per layer how it was fetched (reused, partial, whole)')
+    .action(async (ref: string, o: TransportFlags & { creds?: string; platform: string; quiet?: boolean; json?: boolean }) => withStore(async (s) => {
+      const quiet = Boolean(o.quiet) || quietGlobal() || Boolean(o.json);
       const bars = layerBars(quiet);
       const t0 = performance.now();
       try {
         const r = await (await pullLib()).pullImage(s, ref, {
           ...transport(o), creds: o.creds, platform: o.platform, admit: pullAdmission(program, o),
           onBlobProgress: (p) => bars.layer(p.layer, p.layers, p.digest, p.received, p.size, p.done, p.local),
+          onNotice: (m) => { if (!o.json) process.stderr.write(`cowshed: ${m}\n`); },
         });
         bars.stop();
+        if (o.json) {
+          const { layers, ...rest } = r;
+          say(JSON.stringify({ ...rest, layers }, null, 2));
+          return;
+        }
         if (!quiet) {
+          for (const l of r.layers) {
+            if (l.method === 'reused') continue;
+            const files = l.method === 'partial' ? `, ${l.filesFetched} files fetched, ${l.filesFound} found in the store` : '';
+            process.stderr.write(`layer ${l.layer + 1}/${r.layers.length} ${l.digest.slice(7, 19)}: ${l.method}, ${formatBytes(l.bytesFetched)} fetched${files}\n`);
+          }
           const how = r.reused ? 'already built, no layer fetched' : `${r.objectsWritten} new objects, ${formatBytes(r.bytesWritten)} written`;
           process.stderr.write(`pulled ${r.name}: ${formatBytes(r.bytesFetched)} fetched, ${r.entries} entries (${how}) in ${((performance.now() - t0) / 1000).toFixed(2)} s\n`);
         }
@@ -102,9 +114,9 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .addOption(tlsVerifyOption())
     .option('--cert-dir <dir>', CERT_DIR_HELP)
     .option('--creds <user:password>', 'credentials for the registry')
-    .addOption(new Option('--compression-format <kind>', 'compression of uploaded layers (default gzip; named, only blobs of that compression are reused)').choices(['gzip', 'zstd']))
+    .addOption(new Option('--compression-format <kind>', 'compression of uploaded layers (default gzip; named, only blobs of that compression are reused)').choices(['gzip', 'zstd', 'zstd:chunked']))
     .option('-q, --quiet', 'print only the manifest digest')
-    .action(async (image: string, ref: string, o: TransportFlags & { creds?: string; compressionFormat?: 'gzip' | 'zstd'; quiet?: boolean }) => withStore(async (s) => {
+    .action(async (image: string, ref: string, o: TransportFlags & { creds?: string; compressionFormat?: 'gzip' | 'zstd' | 'zstd:chunked'; quiet?: boolean }) => withStore(async (s) => {
       const quiet = Boolean(o.quiet) || quietGlobal();
       const sign = await pushSigner(program, o, ref, { ...transport(o), creds: o.creds }); // opens the signing key before anything is uploaded
       const r = await (await pushLib()).pushImage(s, image, ref, {

@@ -19,31 +19,15 @@ import {
   DOCKER_CONFIG, DOCKER_LAYER_TAR, DOCKER_LAYER_TAR_GZIP, isIndexMediaType, isManifestMediaType,
   OCI_LAYER_TAR_ZSTD, OCI_MANIFEST, REF_NAME_ANNOTATION,
 } from './media-types.ts';
+import type { ImageSource, LayerRef } from '../transport/types.ts';
+import { readFileRanges } from '../transport/types.ts';
 import {
   formatPlatform, MAX_CONFIG_BYTES, MAX_LAYERS, MAX_MANIFEST_BYTES, parseConfig, parseIndex, parseManifest,
   parsePlatformString, type Descriptor, type ImageConfig, type Manifest, type Platform,
 } from './types.ts';
 
-export interface LayerRef {
-  /** Position in the manifest, 0 = bottom layer. */
-  index: number;
-  digest: string;
-  mediaType: string;
-  size: number;
-  diffId: string;
-  /** Compressed (as stored) bytes, verified against digest and size while streaming. */
-  openBlob(): AsyncIterable<Uint8Array>;
-  /** Uncompressed tar stream: blob digest verified, decompressed by magic, diff ID verified at the end. */
-  openTar(): AsyncIterable<Uint8Array>;
-}
-
-export interface ImageSource {
-  ref: string;
-  manifest: { digest: string; mediaType: string; bytes: Buffer; parsed: Manifest };
-  config: { digest: string; bytes: Buffer; parsed: ImageConfig };
-  layers: LayerRef[];
-  close(): Promise<void>;
-}
+// The one interface every transport gives (src/transport/types.ts).
+export type { ImageSource, LayerRef } from '../transport/types.ts';
 
 export interface OpenImageSourceOptions {
   /** "os/arch[/variant]" picked from indexes and manifest lists; default linux/amd64. */
@@ -298,17 +282,26 @@ async function openOciLayout(
   if (diffIds.length !== manifest.layers.length) {
     throw new CowshedError('EFORMAT', `${where}: manifest has ${manifest.layers.length} layers but the config has ${diffIds.length} diff IDs`);
   }
-  const layers = manifest.layers.map((d, i) => makeLayer(reader, where, i, d.digest, d.mediaType, d.size, diffIds[i], blobPath(d.digest)));
+  const layers = manifest.layers.map((d, i) => makeLayer(reader, where, i, d.digest, d.mediaType, d.size, diffIds[i], blobPath(d.digest), d.annotations));
   return makeSource(ref, chosen.digest, manifest.mediaType, manifestBytes, manifest, manifest.config.digest, configBytes, config, layers);
 }
 
 function makeLayer(
   reader: MemberReader, where: string, index: number, digest: string, mediaType: string, size: number, diffId: string, path: string,
+  annotations?: Record<string, string>,
 ): LayerRef {
   const what = `${where}: layer ${index} (${digest})`;
   const openBlob = () => verifyDigest(reader.read(path), digest, what, size);
   const layer: LayerRef = {
     index, digest, mediaType, size, diffId,
+    ...(annotations ? { annotations } : {}),
+    // Layouts and archives are files: any range is a read away.
+    async readRanges(ranges, put) {
+      const loc = await reader.location(path);
+      if (loc.size !== size) throw new CowshedError('EDIGEST', `${what}: ${loc.size} bytes, the manifest says ${size}`);
+      readFileRanges(loc.file, loc.start, size, ranges, put, what);
+      return false;
+    },
     openBlob,
     async *openTar() {
       try {

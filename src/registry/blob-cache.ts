@@ -14,7 +14,11 @@ import type { Store } from '../store/store.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import { isDigest } from '../oci/digest.ts';
 
-export interface KnownBlob { digest: string; size: number; mediaType: string; diffId: string; repos: string[] }
+export interface KnownBlob {
+  digest: string; size: number; mediaType: string; diffId: string; repos: string[];
+  /** Layer annotations the blob needs (zstd:chunked TOC digest and positions). */
+  annotations?: Record<string, string>;
+}
 
 interface CacheFile { version: 1; registries: Record<string, Record<string, Omit<KnownBlob, 'digest'>>> }
 
@@ -48,6 +52,7 @@ export function recordBlobs(store: Store, registry: string, repo: string, blobs:
   const reg = (cache.registries[registry] ??= {});
   for (const b of blobs) {
     const entry = (reg[b.digest] ??= { size: b.size, mediaType: b.mediaType, diffId: b.diffId, repos: [] });
+    if (b.annotations) entry.annotations = b.annotations;
     entry.repos = [repo, ...entry.repos.filter((r) => r !== repo)].slice(0, MAX_REPOS);
   }
   writeFileAtomic(cachePath(store), JSON.stringify(cache), store.paths.tmp);

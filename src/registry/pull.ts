@@ -17,6 +17,10 @@ import type { ImportOptions, ImportProgress, ImportResult } from '../store/impor
 import { RegistryClient, formatRef, imageNameFor, parseRegistryRef, type BlobStreamStats, type RegistryRef, type TransportOptions } from './client.ts';
 import { loadRegistriesConf, pullEndpoints, resolveShortName } from './config.ts';
 import { recordBlobs } from './blob-cache.ts';
+import { chunkedKind } from '../chunked/format.ts';
+import { recordContent, storeFileHooks } from '../chunked/content-index.ts';
+import { planLayers, type LayerReport } from '../plan/layers.ts';
+import { fetchBlobRanges, newRangeStats } from './ranges.ts';
 
 export interface PullOptions extends TransportOptions {
   creds?: string;
@@ -37,7 +41,15 @@ export interface PullOptions extends TransportOptions {
   admit?: (src: RegistrySource) => Promise<Pick<ImportOptions, 'beforeCommit' | 'inTransaction'>>;
   /** Retry tuning (tests). */
   client?: { maxAttempts?: number; retryDelayMs?: number; idleTimeoutMs?: number };
+  /**
+   * Reading only the files the store lacks from zstd:chunked layers (the
+   * planner, src/plan/layers.ts): on by default in pullImage; false pulls
+   * every layer whole.
+   */
+  partial?: false | { maxRanges?: number };
 }
+
+export type { LayerReport } from '../plan/layers.ts';
 
 /** Per-layer download progress: compressed bytes received of the blob. */
 export interface BlobProgress { layer: number; layers: number; digest: string; received: number; size: number; done: boolean; /** Rebuilt from the store, not fetched. */ local?: boolean }
@@ -53,6 +65,8 @@ export interface RegistrySource extends ImageSource {
   /** Layers read from the store instead of the registry. */
   localLayers: number;
   onBlobProgress?: (p: BlobProgress) => void;
+  /** Ranges per request at most (tests; default 1024). */
+  maxRanges?: number;
 }
 
 const MAX_INDEX_DEPTH = 4;
@@ -201,7 +215,11 @@ function registryLayer(
     }
     src.onBlobProgress?.({ layer: index, layers: count, digest: d.digest, received, size: d.size, done: true });
   }
-  const fetchBlob = () => verifyDigest(progress(src.client.blob(repo, d.digest, d.size, src.stats)), d.digest, what, d.size);
+  let read = 0;
+  async function* counted(blob: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const c of blob) { read += c.length; yield c; }
+  }
+  const fetchBlob = () => verifyDigest(progress(counted(src.client.blob(repo, d.digest, d.size, src.stats))), d.digest, what, d.size);
   // A damaged blob usually breaks decompression or the tar before its digest
   // is known. Fetching it again to find out (what explainLayerFailure does
   // for files) proves nothing over a network that damages bytes, so the rest
@@ -216,6 +234,19 @@ function registryLayer(
   const isDigestError = (e: unknown): boolean => isCowshedError(e) && e.code === 'EDIGEST';
   const layer: LayerRef = {
     index, digest: d.digest, mediaType: d.mediaType, size: d.size, diffId,
+    ...(d.annotations ? { annotations: d.annotations } : {}),
+    // HTTP Range requests (src/registry/ranges.ts), for the planner's partial reads.
+    async readRanges(ranges, put) {
+      const rs = newRangeStats();
+      try {
+        return await fetchBlobRanges(src.client, repo, d.digest, d.size, ranges, put, rs, { maxRanges: src.maxRanges });
+      } finally {
+        read += rs.bytes;
+        src.stats.bytes += rs.bytes;
+        src.stats.requests += rs.requests;
+      }
+    },
+    bytesRead: () => read,
     openBlob,
     async *openTar() {
       if (local) {
@@ -266,6 +297,8 @@ export interface PullResult extends ImportResult {
   resumed: number;
   /** Layers the store already had: rebuilt locally, not fetched. */
   localLayers: number;
+  /** Per layer: how it came in (layers of a build reused whole are not listed). */
+  layers: LayerReport[];
 }
 
 /**
@@ -276,7 +309,7 @@ export interface PullResult extends ImportResult {
  */
 export async function pullImage(
   store: Store, ref: string,
-  opts: PullOptions & { onProgress?: (p: ImportProgress) => void; onBlobProgress?: (p: BlobProgress) => void } = {},
+  opts: PullOptions & { onProgress?: (p: ImportProgress) => void; onBlobProgress?: (p: BlobProgress) => void; onNotice?: (m: string) => void } = {},
 ): Promise<PullResult> {
   let bytes = 0;
   let requests = 0;
@@ -285,9 +318,26 @@ export async function pullImage(
     const src = await openRegistrySource(ref, {
       ...opts,
       localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : undefined),
-      localLayer: (diffId) => store.storedLayer(diffId),
     });
     src.onBlobProgress = opts.onBlobProgress;
+    if (opts.partial) src.maxRanges = opts.partial.maxRanges;
+    const count = src.layers.length;
+    // The planner decides per layer: the store's, only missing files, or whole.
+    // A second attempt (the first failed its digests) reads layers whole.
+    const plan = planLayers(src, {
+      storedLayer: (diffId) => store.storedLayer(diffId),
+      files: opts.partial === false || attempt > 1 ? undefined : storeFileHooks(store),
+      onNotice: opts.onNotice,
+      onReport: (r) => {
+        if (r.method === 'reused') {
+          src.localLayers++;
+          src.onBlobProgress?.({ layer: r.layer, layers: count, digest: r.digest, received: 0, size: src.layers[r.layer]!.size, done: true, local: true });
+        } else if (r.method === 'partial') {
+          src.onBlobProgress?.({ layer: r.layer, layers: count, digest: r.digest, received: r.bytesFetched, size: src.layers[r.layer]!.size, done: true });
+        }
+      },
+    });
+    src.layers = plan.layers;
     try {
       const hooks = opts.admit ? await opts.admit(src) : {};
       const result = await store.importSource(src, imageNameFor(src.registryRef), { onProgress: opts.onProgress, ...hooks });
@@ -295,7 +345,12 @@ export async function pullImage(
       requests += src.stats.requests;
       resumed += src.stats.resumed;
       rememberPulledBlobs(store, src);
-      return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers };
+      recordFetchedContent(store, plan.reports);
+      const reported = new Set(plan.reports.map((r) => r.layer));
+      // Layers the store had (by diff ID, or the whole build) were not read at all.
+      for (const [i, l] of src.layers.entries()) if (!reported.has(i)) plan.reports.push({ layer: i, digest: l.digest, method: 'reused', bytesFetched: 0 });
+      const layers = plan.reports.sort((a, b) => a.layer - b.layer).map(({ fetched: _, ...r }) => r);
+      return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers, layers };
     } catch (e) {
       bytes += src.stats.bytes;
       requests += src.stats.requests;
@@ -308,10 +363,17 @@ export async function pullImage(
   }
 }
 
+function recordFetchedContent(store: Store, reports: LayerReport[]): void {
+  const rows = reports.flatMap((r) => (r.fetched ?? []).map((f) => ({ object: f.object, sha256: f.digest.replace(/^sha256:/, ''), size: f.size })));
+  try { recordContent(store, rows); } catch { /* an index: lookups fall back to hashing */ }
+}
+
 function rememberPulledBlobs(store: Store, src: RegistrySource): void {
   try {
-    recordBlobs(store, src.registryRef.registry, src.registryRef.repository, src.layers.map((l) => ({
+    const ds = src.manifest.parsed.layers;
+    recordBlobs(store, src.registryRef.registry, src.registryRef.repository, src.layers.map((l, i) => ({
       digest: l.digest, size: l.size, mediaType: l.mediaType, diffId: l.diffId,
+      ...(chunkedKind(ds[i]?.annotations) === 'zstd:chunked' ? { annotations: ds[i]!.annotations } : {}),
     })));
   } catch { /* a cache: push works without it, only slower */ }
 }

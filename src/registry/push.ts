@@ -8,6 +8,8 @@
 import { createHash } from 'node:crypto';
 import { CowshedError } from '../util/errors.ts';
 import { compress } from '../oci/compression.ts';
+import { compressZstdChunked, type ChunkedResult } from '../chunked/writer.ts';
+import { chunkedKind } from '../chunked/format.ts';
 import { OCI_CONFIG, OCI_MANIFEST, ociLayerMediaType, type Compression } from '../oci/media-types.ts';
 import { sha256Digest } from '../oci/digest.ts';
 import type { Store } from '../store/store.ts';
@@ -16,8 +18,12 @@ import { knownBlobs, recordBlobs, type KnownBlob } from './blob-cache.ts';
 
 export interface PushOptions extends TransportOptions {
   creds?: string;
-  /** Compression of layers cowshed uploads (default gzip). Named explicitly, only blobs of that compression are reused. */
-  compression?: 'gzip' | 'zstd';
+  /**
+   * Compression of layers cowshed uploads (default gzip). Named explicitly,
+   * only blobs of that compression are reused (for zstd:chunked, only blobs
+   * known with their zstd:chunked annotations).
+   */
+  compression?: PushCompression;
   /** Blobs up to this size go in one request; bigger ones in PATCH chunks of this size (default 8 MiB). */
   chunkSize?: number;
   onLayer?: (e: { layer: number; layers: number; digest: string; size: number; action: LayerAction }) => void;
@@ -25,6 +31,7 @@ export interface PushOptions extends TransportOptions {
 }
 
 export type LayerAction = 'exists' | 'mounted' | 'uploaded';
+export type PushCompression = 'gzip' | 'zstd' | 'zstd:chunked';
 
 export interface PushResult {
   ref: string;
@@ -32,7 +39,7 @@ export interface PushResult {
   digest: string;
   /** Request body bytes sent (blobs, config, manifest). */
   bytesSent: number;
-  layers: Array<{ digest: string; size: number; mediaType: string; action: LayerAction }>;
+  layers: Array<{ digest: string; size: number; mediaType: string; action: LayerAction; annotations?: Record<string, string> }>;
   configUploaded: boolean;
 }
 
@@ -99,33 +106,37 @@ export async function pushImage(store: Store, imageRef: string, destRef: string,
     if (l.digest !== '' && l.digest.startsWith('sha256:')) candidates.push({ digest: l.digest, size: l.size, mediaType: l.mediaType, diffId: l.diffId, repos: [] });
     for (const k of knownBlobs(store, r.registry, l.diffId)) {
       const c = candidates.find((x) => x.digest === k.digest);
-      if (c) c.repos = k.repos;
+      if (c) { c.repos = k.repos; c.annotations ??= k.annotations; }
       else candidates.push(k);
     }
-    const usable = candidates.filter((c) => opts.compression === undefined || compressionOf(c.mediaType) === compression);
-    let placed: { digest: string; size: number; compression: Compression; action: LayerAction } | undefined;
+    const usable = candidates.filter((c) => opts.compression === undefined
+      || (compression === 'zstd:chunked' ? chunkedKind(c.annotations) === 'zstd:chunked' : compressionOf(c.mediaType) === compression));
+    let placed: { digest: string; size: number; compression: Compression; action: LayerAction; annotations?: Record<string, string> } | undefined;
     for (const c of usable) {
       const size = await client.headBlob(repo, c.digest, pushScopes);
-      if (size !== undefined) { placed = { digest: c.digest, size: c.size, compression: compressionOf(c.mediaType), action: 'exists' }; break; }
+      if (size !== undefined) { placed = { digest: c.digest, size: c.size, compression: compressionOf(c.mediaType), action: 'exists', annotations: c.annotations }; break; }
     }
     if (!placed) {
       outer: for (const c of usable) {
         for (const from of c.repos) {
           if (from === repo) continue;
           if (await client.mountBlob(repo, c.digest, from)) {
-            placed = { digest: c.digest, size: c.size, compression: compressionOf(c.mediaType), action: 'mounted' };
+            placed = { digest: c.digest, size: c.size, compression: compressionOf(c.mediaType), action: 'mounted', annotations: c.annotations };
             break outer;
           }
         }
       }
     }
     if (!placed) {
-      const up = await uploadStream(client, repo, compress(store.layerTar(details.id, i), compression), opts.chunkSize);
-      placed = { ...up, compression, action: 'uploaded' };
+      const tar = store.layerTar(details.id, i);
+      const chunked: Partial<ChunkedResult> = {};
+      const stream = compression === 'zstd:chunked' ? compressZstdChunked(tar, chunked) : compress(tar, compression);
+      const up = await uploadStream(client, repo, stream, opts.chunkSize);
+      placed = { ...up, compression: compression === 'zstd:chunked' ? 'zstd' : compression, action: 'uploaded', annotations: chunked.annotations };
     }
     const mediaType = ociLayerMediaType(placed.compression);
-    layers.push({ digest: placed.digest, size: placed.size, mediaType, action: placed.action });
-    recordBlobs(store, r.registry, repo, [{ digest: placed.digest, size: placed.size, mediaType, diffId: l.diffId }]);
+    layers.push({ digest: placed.digest, size: placed.size, mediaType, action: placed.action, ...(placed.annotations ? { annotations: placed.annotations } : {}) });
+    recordBlobs(store, r.registry, repo, [{ digest: placed.digest, size: placed.size, mediaType, diffId: l.diffId, annotations: placed.annotations }]);
     opts.onLayer?.({ layer: i, layers: details.layers.length, digest: placed.digest, size: placed.size, action: placed.action });
   }
 
@@ -141,7 +152,7 @@ export async function pushImage(store: Store, imageRef: string, destRef: string,
     schemaVersion: 2,
     mediaType: OCI_MANIFEST,
     config: { mediaType: OCI_CONFIG, digest: details.configDigest, size: configBytes.length },
-    layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+    layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size, ...(l.annotations ? { annotations: l.annotations } : {}) })),
   };
   const manifestBytes = Buffer.from(JSON.stringify(manifest));
   const digest = sha256Digest(manifestBytes);

@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import type { Store } from './store.ts';
 import { compress } from '../oci/compression.ts';
+import { compressZstdChunked, type ChunkedResult } from '../chunked/writer.ts';
 import { OCI_CONFIG, OCI_MANIFEST, ociLayerMediaType } from '../oci/media-types.ts';
 import type { Descriptor, Manifest } from '../oci/types.ts';
 import { addToIndex, initLayout } from '../oci/layout-index.ts';
@@ -19,7 +20,7 @@ import { writeTar, type TarHeaderInput } from '../tar/writer.ts';
 import { fail } from '../util/errors.ts';
 import { asSpaceError } from '../util/fs.ts';
 
-export type ExportCompression = 'gzip' | 'zstd' | 'none';
+export type ExportCompression = 'gzip' | 'zstd' | 'zstd:chunked' | 'none';
 
 export interface ExportOptions {
   compression?: ExportCompression;
@@ -69,9 +70,12 @@ async function exportLayout(store: Store, ref: string, dir: string, tag: string 
   for (let i = 0; i < info.layers.length; i++) {
     opts.onProgress?.(i, info.layers.length);
     const tar = store.layerTar(ref, i);
-    const stream = compression === 'none' ? tar : compress(tar, compression);
+    const chunked: Partial<ChunkedResult> = {};
+    const stream = compression === 'none' ? tar : compression === 'zstd:chunked' ? compressZstdChunked(tar, chunked) : compress(tar, compression);
     const blob = await writeBlobStream(blobs, stream);
-    layers.push({ mediaType: ociLayerMediaType(compression), digest: blob.digest, size: blob.size });
+    const d: Descriptor = { mediaType: ociLayerMediaType(compression === 'zstd:chunked' ? 'zstd' : compression), digest: blob.digest, size: blob.size };
+    if (chunked.annotations) d.annotations = chunked.annotations;
+    layers.push(d);
     bytes += blob.size;
   }
   const configBytes = store.blobs.get(info.configDigest);

@@ -36,6 +36,8 @@ export interface ImportOptions {
   beforeCommit?: (composefs: string) => void;
   /** Called inside the final transaction with the image id (trust: keep the verified signatures). */
   inTransaction?: (db: Store['db'], imageId: string) => void;
+  /** One-line notices (a zstd:chunked layer read whole after all, and why). */
+  onNotice?: (message: string) => void;
 }
 
 export interface ImportResult {

@@ -106,6 +106,9 @@ export class Store {
   async importImage(source: string, name?: string, opts: ImportOptions = {}): Promise<ImportResult> {
     const src = await this.openSource(source);
     try {
+      // The planner (src/plan/layers.ts): zstd:chunked layers of a layout or archive read only the files the store lacks.
+      const [{ planLayers }, { storeFileHooks }] = await Promise.all([import('../plan/layers.ts'), import('../chunked/content-index.ts')]);
+      src.layers = planLayers(src, { files: storeFileHooks(this), onNotice: opts.onNotice }).layers;
       return await this.importSource(src, name ? normalizeName(name) : defaultNameFor(sourcePath(source), sourceTag(source)), opts);
     } finally {
       await src.close();

@@ -2,6 +2,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { rm } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO } from '../helpers/cli.ts';
 import { compress, decompress, detectCompression } from '../../src/oci/compression.ts';
 import { pseudoRandomBytes } from '../fixtures/edge-image.ts';
 import { chunksOf, collect, rejectsWith, tempDir, throwsWith } from './tools.ts';
@@ -103,4 +106,40 @@ void test('decompress: a 1 GiB zstd bomb streams in bounded memory', async () =>
   }
   assert.equal(total, 1 << 30);
   assert.ok(peak - rssBefore < 256 << 20, `rss grew by ${(peak - rssBefore) >> 20} MiB`);
+});
+
+void test('decompress: every zstd frame and skippable frame (zstd:chunked shape, pzstd), by the real tools', async () => {
+  const one = execFileSync('zstd', ['-c', '-q'], { input: data.subarray(0, 150_000) });
+  const two = execFileSync('zstd', ['-c', '-q', '--no-check'], { input: data.subarray(150_000) });
+  const skip = (n: number, nibble = 0): Buffer => Buffer.concat([Buffer.from([0x50 | nibble, 0x2a, 0x4d, 0x18]), Buffer.from(Uint32Array.of(n).buffer), Buffer.alloc(n, 0xee)]);
+  // zstd -d is the judge of what the stream means.
+  for (const blob of [Buffer.concat([one, skip(9, 0xa), two]), Buffer.concat([skip(0), one, two, skip(64)]), Buffer.concat([one, two])]) {
+    assert.deepEqual(execFileSync('zstd', ['-dc', '-q'], { input: blob, maxBuffer: 1 << 24 }), data);
+    assert.equal(detectCompression(blob), 'zstd');
+    for (const size of [13, 4096, 1 << 20]) assert.deepEqual(await collect(decompress(chunksOf(blob, size))), data);
+  }
+  // pzstd output starts with a skippable frame (0x184D2A50) and has a frame per worker.
+  const big = Buffer.concat([data, data, data, data, data, data, data, data, data, data, data, data, data, data]);
+  const p = execFileSync('pzstd', ['-c', '-q', '-p', '2'], { input: big, maxBuffer: 1 << 26 });
+  assert.equal(p.readUInt32LE(0), 0x184d2a50);
+  assert.equal(detectCompression(p), 'zstd');
+  assert.deepEqual(await collect(decompress(chunksOf(p, 65536))), big);
+  // Only skippable frames, or junk after a frame: refused, not silently cut short.
+  await rejectsWith(collect(decompress(chunksOf(skip(4)))), 'EFORMAT', /no zstd frame/);
+  await rejectsWith(collect(decompress(chunksOf(Buffer.concat([one, Buffer.from('junk')])), 'layer 3')), 'EFORMAT', /layer 3: corrupt zstd data: unknown data after frame 1/);
+  await rejectsWith(collect(decompress(chunksOf(Buffer.concat([one, two.subarray(0, 20)])))), 'EFORMAT', /truncated/);
+  await rejectsWith(collect(decompress(chunksOf(Buffer.concat([one, skip(100).subarray(0, 50)])))), 'EFORMAT', /truncated skippable/);
+});
+
+void test('decompress: libarchive\'s compressed archives (multi-member gzip, zstd with a skippable frame, pzstd) as gzip -d / zstd -d read them', async (t) => {
+  const dir = join(REPO, '..', 'shared', 'corpus', 'libarchive-tar', 'compressed');
+  if (!existsSync(dir)) { t.skip(`${dir} is absent (the shared corpus is not beside this clone)`); return; }
+  const files = readdirSync(dir);
+  assert.ok(files.length >= 3);
+  for (const f of files) {
+    const blob = readFileSync(join(dir, f));
+    const tool = f.endsWith('.zst') ? 'zstd' : 'gzip';
+    const expected = execFileSync(tool, ['-dc', '-q'], { input: blob, maxBuffer: 1 << 26 });
+    assert.deepEqual(await collect(decompress(chunksOf(blob, 100), f)), expected, f);
+  }
 });

@@ -27,6 +27,7 @@ import { fsck } from '../../src/store/fsck.ts';
 import { writeFileAtomic } from '../../src/util/fs.ts';
 import { tarArchive, type RawEntry, type RawType } from './tar-bytes.ts';
 import { pullImage } from '../../src/registry/pull.ts';
+import { checkPositions, fileFrames, matchTocAndTarSplit, parseFooter, parseTarSplit, parseToc } from '../../src/chunked/format.ts';
 import { scriptArb, startHostileRegistry, type HostileRegistry, type Script } from './hostile-registry.ts';
 
 import { parsePolicy } from '../../src/trust/policy.ts';
@@ -207,6 +208,9 @@ async function loadSeeds(target: FuzzTarget, dir: string): Promise<Buffer[]> {
     case 'decompress': return filesIn(join(dir, 'compressed'));
     case 'registry': return [];
     case 'policy': case 'registries-d': case 'pem': case 'payload': return filesIn(join(dir, target));
+    case 'chunked-toc': return filesIn(join(dir, 'chunked')).filter((b) => b[0] === 0x7b && b.includes('"entries"'));
+    case 'chunked-tar-split': return filesIn(join(dir, 'chunked')).filter((b) => b[0] === 0x7b && !b.includes('"entries"'));
+    case 'chunked-footer': return filesIn(join(dir, 'chunked')).filter((b) => b.length === 64);
   }
 }
 
@@ -262,6 +266,24 @@ async function execute(target: FuzzTarget, input: Buffer, aux: number): Promise<
       const { store, input: file } = importState!;
       realWriteFileSync(file, input);
       await store.importImage(`tar:${file}`, `fuzz:${aux % 4}`);
+      return;
+    }
+    case 'chunked-toc': {
+      // What parses must give files whose frames nest, and agree (or disagree in a typed way) with a tar-split of its names.
+      const toc = parseToc(input, aux * 1000 + 1, 'fuzz');
+      const files = fileFrames(toc, 'fuzz');
+      const split = [...files.values()].map((f) => ({ type: 1 as const, name: Buffer.from(f.name), size: f.size }));
+      matchTocAndTarSplit(files, split, 'fuzz');
+      for (const f of files.values()) for (const c of f.chunks) if (c.end < c.offset || c.offset < 0) throw new Error(`fileFrames gave a range ending before it starts: ${JSON.stringify(c)}`);
+      return;
+    }
+    case 'chunked-tar-split':
+      parseTarSplit(input, 'fuzz');
+      return;
+    case 'chunked-footer': {
+      const p = parseFooter(input.length === 64 ? input : Buffer.concat([input, Buffer.alloc(64)]).subarray(0, 64), 'fuzz');
+      checkPositions(p, aux * 4096, 'fuzz');
+      for (const r of [p.toc, p.tarSplit]) if (r.offset + r.length > aux * 4096 - 72) throw new Error('checkPositions accepted a range past the footer');
       return;
     }
     case 'registry': {

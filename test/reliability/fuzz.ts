@@ -7,9 +7,10 @@ import { spawn, execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync, symlinkSync, linkSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gzipSync, zstdCompressSync } from 'node:zlib';
+import { gzipSync, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { cowshedOk, debianFixture, removeTree, sharedPath, tempDir } from '../helpers/cli.ts';
 import { buildHostileTars } from '../fixtures/edge-image.ts';
+import { compressZstdChunked } from '../../src/chunked/writer.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** No progress for this long = a hang the child could not report itself. */
@@ -29,12 +30,12 @@ export interface FuzzTargetFigures {
   notes: string;
 }
 
-export const FUZZ_TARGETS = ['tar', 'tar-split', 'dump', 'erofs', 'oci-json', 'decompress', 'import', 'registry', 'policy', 'registries-d', 'pem', 'payload'] as const;
+export const FUZZ_TARGETS = ['tar', 'tar-split', 'dump', 'erofs', 'oci-json', 'decompress', 'import', 'registry', 'policy', 'registries-d', 'pem', 'payload', 'chunked-toc', 'chunked-tar-split', 'chunked-footer'] as const;
 export type FuzzTarget = typeof FUZZ_TARGETS[number];
 
 /** Builds the seed corpus: real tars (PAX, GNU, ustar, hostile), dump vectors, EROFS images, OCI JSON, compressed tars. */
 export async function buildSeeds(dir: string): Promise<void> {
-  for (const d of ['tar', 'dump', 'erofs', 'json', 'compressed']) mkdirSync(join(dir, d), { recursive: true });
+  for (const d of ['tar', 'dump', 'erofs', 'json', 'compressed', 'chunked']) mkdirSync(join(dir, d), { recursive: true });
   const src = join(dir, 'src');
   mkdirSync(join(src, 'sub/deeper'), { recursive: true });
   writeFileSync(join(src, 'small.txt'), 'hello\n');
@@ -88,6 +89,16 @@ with tarfile.open(sys.argv[2], 'w', format=tarfile.GNU_FORMAT) as t:
   writeFileSync(join(dir, 'compressed', 'pax.tar.gz'), gzipSync(pax));
   writeFileSync(join(dir, 'compressed', 'pax.tar.zst'), zstdCompressSync(pax));
   writeFileSync(join(dir, 'compressed', 'pax.tar'), pax);
+  // zstd:chunked: a blob cowshed writes (also a decompress seed), its TOC, tar-split and footer.
+  const parts: Uint8Array[] = [];
+  for await (const c of compressZstdChunked((async function* () { yield pax; })(), {})) parts.push(c);
+  const blob = Buffer.concat(parts);
+  writeFileSync(join(dir, 'compressed', 'pax.tar.zst-chunked'), blob);
+  const f = blob.subarray(blob.length - 64);
+  const at = (i: number): number => Number(f.readBigUInt64LE(i * 8));
+  writeFileSync(join(dir, 'chunked', 'footer.bin'), f);
+  writeFileSync(join(dir, 'chunked', 'toc.json'), zstdDecompressSync(blob.subarray(at(0), at(0) + at(1))));
+  writeFileSync(join(dir, 'chunked', 'tar-split.json'), zstdDecompressSync(blob.subarray(at(4), at(4) + at(5))));
 }
 
 /** Seeds of the trust targets: policies, registries.d files, keys, payloads and signature manifests. */

@@ -1,0 +1,119 @@
+// The import planner: above any image source (src/transport/types.ts), it
+// decides for each layer what to read, and reports what it did:
+//   reused   the store has a layer with this diff ID: rebuilt from it, nothing read
+//   partial  a zstd:chunked layer (current annotations) from a source that
+//            serves byte ranges: TOC and tar-split first, then only the files
+//            the store lacks (src/chunked/partial.ts)
+//   whole    the blob, read and decompressed as it is
+// A partial plan that fails before handing anything on (bad TOC, lying
+// footer, a registry refusing ranges, wrong bytes) falls back to whole,
+// saying why in one line. The store's import then reads the planned tar;
+// the diff ID is verified either way before anything is committed.
+import { isCowshedError } from '../util/errors.ts';
+import { verifyDigest } from '../oci/digest.ts';
+import { chunkedKind } from '../chunked/format.ts';
+import { planPartial, type PartialPlan } from '../chunked/partial.ts';
+import type { ImageSource, LayerRef } from '../transport/types.ts';
+
+/** How a layer came in. */
+export interface LayerReport {
+  layer: number;
+  digest: string;
+  /** reused: rebuilt from the store; partial: only missing files fetched; whole: the blob read. */
+  method: 'reused' | 'partial' | 'whole';
+  /** Blob bytes taken from the transport for this layer. */
+  bytesFetched: number;
+  /** Regular files with content in the layer (zstd:chunked), fetched, found in the store. */
+  files?: number;
+  filesFetched?: number;
+  filesFound?: number;
+  /** Why a partial read was given up for a whole one. */
+  fallback?: string;
+  /** Files fetched (content digest → object), for the content index once the import is committed. */
+  fetched?: PartialPlan['fetched'];
+}
+
+export interface PlanHooks {
+  /** A layer the store has, rebuilt as its tar; undefined if not there. */
+  storedLayer?(diffId: string): (() => AsyncIterable<Uint8Array>) | undefined;
+  /** Per-file reads: content digest → stored object, the object's bytes, and where to stage ranges. Without it layers are read whole. */
+  files?: {
+    lookup(files: Array<{ digest: string; size: number }>): Map<string, string>;
+    openObject(hex: string): AsyncIterable<Uint8Array>;
+    tmpDir: string;
+  };
+  /** One-line notices (a partial read given up, and why). */
+  onNotice?(message: string): void;
+  /** A layer's report, once its plan is made (reused and partial) or its read is done (whole). */
+  onReport?(r: LayerReport): void;
+}
+
+export interface Planned {
+  /** The source's layers, their openTar() going by the plan. */
+  layers: LayerRef[];
+  /** One per layer read (layers the store's import did not need to read at all are absent). */
+  reports: LayerReport[];
+}
+
+export function planLayers(src: ImageSource, hooks: PlanHooks): Planned {
+  const reports: LayerReport[] = [];
+  const layers = src.layers.map((layer): LayerRef => ({
+    ...layer,
+    openTar: () => plannedTar(layer, hooks, reports),
+  }));
+  return { layers, reports };
+}
+
+async function* plannedTar(layer: LayerRef, hooks: PlanHooks, reports: LayerReport[]): AsyncGenerator<Uint8Array> {
+  const report: LayerReport = { layer: layer.index, digest: layer.digest, method: 'whole', bytesFetched: 0 };
+  reports.push(report);
+  const what = `layer ${layer.index + 1} (${layer.digest})`;
+  const stored = layer.diffId ? hooks.storedLayer?.(layer.diffId) : undefined;
+  if (stored) {
+    report.method = 'reused';
+    hooks.onReport?.(report);
+    yield* verifyDigest(stored(), layer.diffId, `${what} (rebuilt from the store)`);
+    return;
+  }
+  const read0 = layer.bytesRead?.() ?? 0;
+  const files = hooks.files;
+  if (files && layer.readRanges && chunkedKind(layer.annotations) === 'zstd:chunked') {
+    let plan: PartialPlan | undefined;
+    try {
+      plan = await planPartial({
+        what, digest: layer.digest, size: layer.size, annotations: layer.annotations!, tmpDir: files.tmpDir,
+        lookup: files.lookup, openObject: files.openObject,
+        fetch: (ranges, put) => layer.readRanges!(ranges, put),
+      });
+    } catch (e) {
+      if (!isCowshedError(e) || e.code === 'ENOSPC') throw e;
+      // Nothing was handed on: reading the layer whole is safe.
+      report.fallback = e.message;
+      hooks.onNotice?.(`${e.message}; pulling the whole layer instead`);
+    }
+    if (plan) {
+      report.files = plan.files;
+      report.filesFound = plan.filesFound;
+      if (plan.tar) {
+        report.method = plan.method;
+        report.filesFetched = plan.filesFetched;
+        report.fetched = plan.fetched;
+        report.bytesFetched = (layer.bytesRead?.() ?? 0) - read0;
+        hooks.onReport?.(report);
+        try {
+          yield* verifyDigest(plan.tar(), layer.diffId, `${what} diff ID`);
+        } finally {
+          plan.close();
+        }
+        return;
+      }
+    }
+  }
+  try {
+    yield* layer.openTar();
+  } finally {
+    report.bytesFetched = (layer.bytesRead?.() ?? 0) - read0;
+    hooks.onReport?.(report);
+  }
+}
+
