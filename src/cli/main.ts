@@ -10,6 +10,7 @@ import { registryCommands } from './registry.ts';
 import { isCowshedError } from '../util/errors.ts';
 import { table, formatBytes, age, shortId, progress } from './output.ts';
 import { composefsCommands } from './composefs.ts';
+import { deltaCommands } from './delta.ts';
 
 interface GlobalOpts { store?: string; driver?: DriverName; logLevel?: string; quiet?: boolean }
 
@@ -160,6 +161,7 @@ program.command('df')
 containerCommands(program, withStore, say);
 registryCommands(program, withStore, say);
 composefsCommands(program);
+deltaCommands(program, withStore, say);
 
 async function main(argv: string[]): Promise<void> {
   try {
