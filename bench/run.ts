@@ -15,6 +15,7 @@ import {
 import { containerBenchmarks } from './containers.ts';
 import { driverBenchmarks } from './drivers.ts';
 import { registryBenchmarks } from './registry.ts';
+import { deltaBenchmarks } from './deltas.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const CACHE = process.env.COWSHED_FIXTURES ?? '/var/cache/cowshed-fixtures';
@@ -226,6 +227,10 @@ benchmarks.push(drivers.benchmark);
 const registry = registryBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
 benchmarks.push(...registry.benchmarks);
 
+// Updates by deltas on the ten-version series (issue 13): `npm run bench deltas`.
+const deltas = deltaBenchmarks({ repo: REPO, cache: CACHE });
+benchmarks.push(deltas.benchmark);
+
 /** Import time against max(decompress, hash, write) of the layer's bytes. */
 function limitsSummary(results: BenchResult[]): string[] {
   const find = (bench: string, contender: string) =>
@@ -286,12 +291,14 @@ async function main(): Promise<void> {
     await containers.dispose();
     await drivers.dispose();
     await registry.dispose();
+    await deltas.dispose();
   }
   const summary = limitsSummary(results);
   if (extra.length) extra.unshift('## Not run', '');
   if (summary.length) extra.push('', ...summary);
   const driverTable = drivers.table();
   if (driverTable.length) extra.push('', ...driverTable);
+  if (deltas.table().length) extra.push('', ...deltas.table());
   extra.push('', `Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; ${RUNS} runs + ${WARMUP} warm-up per contender.`);
   const { path, body } = await writeReport(REPO, results, extra);
   process.stdout.write(body);

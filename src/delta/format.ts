@@ -154,7 +154,7 @@ export function decodeIndex(blob: Uint8Array): DeltaIndex {
 
 /** zstd parameters for a patch or a plain compression of `size` bytes against a dictionary of `dictSize`. */
 export function zstdParams(size: number, dictSize: number): Record<number, number> {
-  const level = size <= 256 << 10 ? 19 : size <= 4 << 20 ? 15 : 9;
+  const level = size <= 256 << 10 ? 12 : size <= 4 << 20 ? 6 : 3;
   const params: Record<number, number> = { [zc.ZSTD_c_compressionLevel]: level, [zc.ZSTD_c_checksumFlag]: 0 };
   // The window must reach back over the whole dictionary (zstd --patch-from does the same).
   const need = Math.ceil(Math.log2(Math.max(1024, size + dictSize)));
