@@ -14,7 +14,7 @@ declare -A tools=(
   [umoci]=umoci [skopeo]=skopeo [fsck.erofs]=erofs-utils [fsverity]=fsverity
   [getfattr]=attr [debootstrap]=debootstrap [podman]=podman [runc]=runc
   [mkfs.btrfs]=btrfs-progs [mkfs.xfs]=xfsprogs [zstd]=zstd [setcap]=libcap2-bin
-  [docker-registry]=docker-registry [htpasswd]=apache2-utils [ostree]=ostree [xz]=xz-utils [bzip2]=bzip2 [zfs-fuse]=zfs-fuse
+  [docker-registry]=docker-registry [htpasswd]=apache2-utils [ostree]=ostree [rsync]=rsync [xz]=xz-utils [bzip2]=bzip2 [zfs-fuse]=zfs-fuse
 )
 missing=()
 for t in "${!tools[@]}"; do

@@ -63,16 +63,27 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .option('--creds <user:password>', 'credentials for the registry')
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image', 'linux/amd64')
     .option('-q, --quiet', 'print only the image id')
-    .action(async (ref: string, o: { tlsVerify: boolean; creds?: string; platform: string; quiet?: boolean }) => withStore(async (s) => {
-      const quiet = Boolean(o.quiet) || quietGlobal();
+    .option('--no-deltas', 'fetch layers only: do not look for deltas to the image')
+    .option('--json', 'JSON output: image id, bytes fetched and the plan taken')
+    .action(async (ref: string, o: { tlsVerify: boolean; creds?: string; platform: string; quiet?: boolean; deltas: boolean; json?: boolean }) => withStore(async (s) => {
+      const quiet = Boolean(o.quiet) || quietGlobal() || Boolean(o.json);
       const bars = layerBars(quiet);
       const t0 = performance.now();
       try {
         const r = await (await pullLib()).pullImage(s, ref, {
-          tlsVerify: o.tlsVerify, creds: o.creds, platform: o.platform,
+          tlsVerify: o.tlsVerify, creds: o.creds, platform: o.platform, deltas: o.deltas,
           onBlobProgress: (p) => bars.layer(p.layer, p.layers, p.digest, p.received, p.size, p.done, p.local),
         });
         bars.stop();
+        if (o.json) {
+          return say(JSON.stringify({ id: r.id, name: r.name, bytesFetched: r.bytesFetched, plan: r.deltaPlan?.plan ?? 'layers', deltas: r.deltaPlan ?? null }));
+        }
+        if (!quiet && r.deltaPlan) {
+          const d = r.deltaPlan;
+          process.stderr.write(d.plan === 'layers'
+            ? `plan: layers (${d.reason ?? 'no usable delta'})\n`
+            : `plan: ${d.plan} (${d.deltasUsed} delta${d.deltasUsed === 1 ? '' : 's'}, ${formatBytes(d.deltaBytes)} instead of ${formatBytes(d.layerBytes)} of layers)\n`);
+        }
         if (!quiet) {
           const how = r.reused ? 'already built, no layer fetched' : `${r.objectsWritten} new objects, ${formatBytes(r.bytesWritten)} written`;
           process.stderr.write(`pulled ${r.name}: ${formatBytes(r.bytesFetched)} fetched, ${r.entries} entries (${how}) in ${((performance.now() - t0) / 1000).toFixed(2)} s\n`);
@@ -90,9 +101,16 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .option('--creds <user:password>', 'credentials for the registry')
     .addOption(new Option('--compression-format <kind>', 'compression of uploaded layers (default gzip; named, only blobs of that compression are reused)').choices(['gzip', 'zstd']))
     .option('-q, --quiet', 'print only the manifest digest')
-    .action(async (image: string, ref: string, o: { tlsVerify: boolean; creds?: string; compressionFormat?: 'gzip' | 'zstd'; quiet?: boolean }) => withStore(async (s) => {
+    .option('--deltas', 'also publish deltas to the image from earlier versions of the repository (OCI referrers)')
+    .option('--delta-policy <policy>', 'which earlier versions: log (distances 1, 2, 4, …), consecutive, all, or distances like 1,3,9', 'log')
+    .action(async (image: string, ref: string, o: { tlsVerify: boolean; creds?: string; compressionFormat?: 'gzip' | 'zstd'; quiet?: boolean; deltas?: boolean; deltaPolicy: string }) => withStore(async (s) => {
       const quiet = Boolean(o.quiet) || quietGlobal();
-      const r = await (await pushLib()).pushImage(s, image, ref, {
+      const push = o.deltas ? (await import('../delta/registry.ts')).pushWithDeltas : (await pushLib()).pushImage;
+      const r = await push(s, image, ref, {
+        policy: o.deltaPolicy,
+        onDelta: (e: { from: string; bytes: number; via: string }) => {
+          if (!quiet) process.stderr.write(`delta from ${e.from}: ${formatBytes(e.bytes)} (${e.via === 'referrers' ? 'referrers API' : 'referrers tag schema'})\n`);
+        },
         tlsVerify: o.tlsVerify, creds: o.creds, compression: o.compressionFormat,
         onLayer: (e) => {
           if (!quiet) process.stderr.write(`layer ${e.layer + 1}/${e.layers} ${e.digest.slice(7, 19)}: ${e.action === 'uploaded' ? `uploaded ${formatBytes(e.size)}` : e.action === 'mounted' ? 'mounted from another repository' : 'already there'}\n`);

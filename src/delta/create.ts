@@ -75,8 +75,18 @@ export function encodeObject(data: Buffer, candidates: Buffer[]): { kind: EntryK
 
 const SIMILAR = (a: number, b: number): boolean => a <= b * 2 && b <= a * 2;
 
+export interface CreateDeltaOptions {
+  /**
+   * The target's manifest as published (a push writes its own manifest for
+   * the same config and layers): the delta then leads to that manifest.
+   */
+  toManifest?: { bytes: Buffer; mediaType: string };
+  /** The base's manifest digest as published (recorded, for clients choosing a delta). */
+  fromManifest?: string;
+}
+
 /** Builds the delta from image `fromRef` to image `toRef`, both in the store. */
-export async function createDelta(store: Store, fromRef: string, toRef: string, stats?: CreateDeltaStats): Promise<Delta> {
+export async function createDelta(store: Store, fromRef: string, toRef: string, stats?: CreateDeltaStats, opts: CreateDeltaOptions = {}): Promise<Delta> {
   const from = store.inspectImage(fromRef);
   const to = store.inspectImage(toRef);
   const objectsOf = (id: string) => store.db.all<{ digest: string; size: number }>(
@@ -142,8 +152,10 @@ export async function createDelta(store: Store, fromRef: string, toRef: string, 
 
   const index: DeltaIndex = {
     version: 1,
-    from: { manifest: from.id, layers: from.layers.map((l) => l.diffId) },
-    to: { manifest: to.id, mediaType: store.db.get<{ t: string }>('SELECT manifest_media_type AS t FROM images WHERE id = ?', to.id)!.t, manifestBytes: store.blobs.get(to.id), configBytes: store.blobs.get(to.configDigest) },
+    from: { manifest: opts.fromManifest ?? from.id, layers: from.layers.map((l) => l.diffId) },
+    to: opts.toManifest
+      ? { manifest: `sha256:${sha256Hex(opts.toManifest.bytes)}`, mediaType: opts.toManifest.mediaType, manifestBytes: opts.toManifest.bytes, configBytes: store.blobs.get(to.configDigest) }
+      : { manifest: to.id, mediaType: store.db.get<{ t: string }>('SELECT manifest_media_type AS t FROM images WHERE id = ?', to.id)!.t, manifestBytes: store.blobs.get(to.id), configBytes: store.blobs.get(to.configDigest) },
     packs: packBufs.map((p) => ({ digest: `sha256:${sha256Hex(p)}`, size: p.length })),
     layers,
     entries,

@@ -29,6 +29,8 @@ export interface PullOptions {
    * the diff ID.
    */
   localLayer?: (diffId: string) => (() => AsyncIterable<Uint8Array>) | undefined;
+  /** Look for deltas to the image (src/delta) before fetching layers; default true (pull --no-deltas: false). */
+  deltas?: boolean;
   /** Retry tuning (tests). */
   client?: { maxAttempts?: number; retryDelayMs?: number; idleTimeoutMs?: number };
 }
@@ -223,6 +225,8 @@ export interface PullResult extends ImportResult {
   resumed: number;
   /** Layers the store already had: rebuilt locally, not fetched. */
   localLayers: number;
+  /** The delta plan, when deltas were looked for (bytes read for it are in bytesFetched). */
+  deltaPlan?: import('../delta/pull.ts').DeltaPullPlan;
 }
 
 /**
@@ -238,11 +242,15 @@ export async function pullImage(
   let bytes = 0;
   let requests = 0;
   let resumed = 0;
+  // ---- deltas (issue 13, src/delta/pull.ts): layers the deltas rebuild are taken as local ones.
+  const deltas = opts.deltas === false ? undefined : await (await import('../delta/pull.ts')).planDeltaPull(store, ref, opts);
+  if (deltas) bytes += deltas.summary.deltaBytes;
+  try {
   for (let attempt = 1; ; attempt++) {
     const src = await openRegistrySource(ref, {
       ...opts,
       localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : undefined),
-      localLayer: (diffId) => store.storedLayer(diffId),
+      localLayer: (diffId) => store.storedLayer(diffId) ?? (attempt === 1 ? deltas?.layer(diffId) : undefined),
     });
     src.onBlobProgress = opts.onBlobProgress;
     try {
@@ -251,7 +259,7 @@ export async function pullImage(
       requests += src.stats.requests;
       resumed += src.stats.resumed;
       rememberPulledBlobs(store, src);
-      return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers };
+      return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers, deltaPlan: deltas?.summary };
     } catch (e) {
       bytes += src.stats.bytes;
       requests += src.stats.requests;
@@ -261,6 +269,9 @@ export async function pullImage(
     } finally {
       await src.close();
     }
+  }
+  } finally {
+    deltas?.dispose();
   }
 }
 
