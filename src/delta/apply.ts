@@ -12,7 +12,8 @@
 // renamed in, one database transaction) only after every layer's diff ID
 // has checked out. A kill leaves a staging directory under tmp/ (named like
 // an object batch of a dead process, so gc and fsck remove it).
-import { createReadStream, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { pidAlive } from '../store/leases.ts';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Store } from '../store/store.ts';
@@ -66,6 +67,11 @@ export interface PrepareOptions {
 export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds: string[], opts: PrepareOptions = {}): Promise<PreparedDelta> {
   const haveLayer = (hex: string) => store.db.get('SELECT 1 FROM layers WHERE diff_id = ? LIMIT 1', `sha256:${hex}`) !== undefined;
   const planner = new DeltaPlanner(readers.map((r) => r.index), { object: (h) => store.objects.has(h), layer: haveLayer });
+  // Staging left by a killed apply is garbage: its objects are rebuilt again (cheap) rather than trusted.
+  for (const n of readdirSync(store.paths.tmp)) {
+    const m = /^objects-(\d+)-delta-/.exec(n);
+    if (m && !pidAlive(Number(m[1]))) rmSync(join(store.paths.tmp, n), { recursive: true, force: true });
+  }
   const staging = join(store.paths.tmp, `objects-${process.pid}-delta-${randomBytes(6).toString('hex')}`);
   const staged = new Map<string, string>();
   const splits = new Map<Key, Buffer>();
