@@ -80,8 +80,8 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
         }
         if (!quiet && r.deltaPlan) {
           const d = r.deltaPlan;
-          process.stderr.write(d.plan === 'layers'
-            ? `plan: layers (${d.reason ?? 'no usable delta'})\n`
+          process.stderr.write(d.plan === 'layers' || d.plan === 'store'
+            ? `plan: ${d.plan} (${d.reason ?? 'no usable delta'})\n`
             : `plan: ${d.plan} (${d.deltasUsed} delta${d.deltasUsed === 1 ? '' : 's'}, ${formatBytes(d.deltaBytes)} instead of ${formatBytes(d.layerBytes)} of layers)\n`);
         }
         if (!quiet) {

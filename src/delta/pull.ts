@@ -19,8 +19,8 @@ const MAX_INDEXES = 8;
 const MAX_HOPS = 5;
 
 export interface DeltaPullPlan {
-  /** 'deltas': every layer the store lacks comes from deltas; 'mixed'; 'layers': none does. */
-  plan: 'deltas' | 'mixed' | 'layers';
+  /** 'deltas': every layer the store lacks comes from deltas; 'mixed'; 'layers': none does; 'store': none is lacking. */
+  plan: 'deltas' | 'mixed' | 'layers' | 'store';
   /** Why deltas were not used, when they were not. */
   reason?: string;
   /** Where the list of deltas came from. */
@@ -35,6 +35,8 @@ export interface DeltaPullPlan {
 
 export interface DeltaPull {
   summary: DeltaPullPlan;
+  /** Small blobs planning already fetched (the config), so the pull does not fetch them again. */
+  blob(digest: string): Buffer | undefined;
   layer(diffId: string): (() => AsyncIterable<Uint8Array>) | undefined;
   dispose(): void;
 }
@@ -88,8 +90,9 @@ export async function planDeltaPull(store: Store, ref: string, opts: PullOptions
   const missing = src.layers.filter((l) => store.storedLayer(l.diffId) === undefined);
   const layerBytes = missing.reduce((a, l) => a + l.size, 0);
   const summary: DeltaPullPlan = { plan: 'layers', deltasUsed: 0, deltaBytes: src.stats.bytes, layerBytes, layers: [] };
-  const none = (reason: string): DeltaPull => ({ summary: { ...summary, reason }, layer: () => undefined, dispose: () => {} });
-  if (missing.length === 0) return none('every layer is in the store');
+  const blob = (d: string): Buffer | undefined => (d === src.config.digest ? src.config.bytes : undefined);
+  const none = (reason: string): DeltaPull => ({ summary: { ...summary, reason }, blob, layer: () => undefined, dispose: () => {} });
+  if (missing.length === 0) return { ...none('every layer is in the store'), summary: { ...summary, plan: 'store', reason: 'every layer is in the store' } };
   let prepared: PreparedDelta | undefined;
   try {
     const { readers, via } = await chooseDeltas(store, src.client, src.registryRef.repository, src.manifest.digest);
@@ -105,7 +108,7 @@ export async function planDeltaPull(store: Store, ref: string, opts: PullOptions
     summary.plan = fromDeltas === 0 ? 'layers' : fromDeltas === missing.length ? 'deltas' : 'mixed';
     if (fromDeltas === 0) summary.reason = prepared.plan.find((p) => p.reason)?.reason ?? 'no layer can be rebuilt from the deltas';
     const p = prepared;
-    return { summary, layer: (d) => p.layers.get(d), dispose: () => p.dispose() };
+    return { summary, blob, layer: (d) => p.layers.get(d), dispose: () => p.dispose() };
   } catch (e) {
     prepared?.dispose();
     if (!(e instanceof CowshedError) || e.code === 'ENOSPC') throw e;

@@ -249,7 +249,7 @@ export async function pullImage(
   for (let attempt = 1; ; attempt++) {
     const src = await openRegistrySource(ref, {
       ...opts,
-      localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : undefined),
+      localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : deltas?.blob(d)),
       localLayer: (diffId) => store.storedLayer(diffId) ?? (attempt === 1 ? deltas?.layer(diffId) : undefined),
     });
     src.onBlobProgress = opts.onBlobProgress;
