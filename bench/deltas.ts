@@ -10,7 +10,7 @@
 // exactly version i; one pair per policy is also applied for real into a
 // fresh store (bytes read and time measured, result checked by image id).
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Store } from '../src/store/store.ts';
 import { createDelta } from '../src/delta/create.ts';
@@ -213,7 +213,7 @@ export function deltaBenchmarks(opts: DeltaBenchOptions): { benchmark: Benchmark
       const dirBytes = (d: string): number => {
         let n = 0;
         if (!existsSync(d)) return 0;
-        for (const e of readdirSync(d, { withFileTypes: true })) n += e.isDirectory() ? dirBytes(join(d, e.name)) : statSync(join(d, e.name)).size;
+        for (const e of readdirSync(d, { withFileTypes: true })) n += e.isDirectory() ? dirBytes(join(d, e.name)) : lstatSync(join(d, e.name)).size; // bare repos hold symlinks
         return n;
       };
       const ostreeDelta = async (from: number | undefined, to: number): Promise<{ bytes: number; ms: number }> => {
