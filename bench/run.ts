@@ -21,6 +21,7 @@ import { volumeBenchmarks } from './volumes.ts';
 import { startupBenchmarks } from './startup.ts';
 import { fixturesDir } from '../test/helpers/cli.ts';
 import { chunkedBenchmarks } from './chunked.ts';
+import { deltaBenchmarks } from './deltas.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const CACHE = fixturesDir();
@@ -246,6 +247,9 @@ benchmarks.push(...trust.benchmarks);
 // zstd-chunked-update, zstd-chunked-cold (issue 12): their own loopback registry, stopped at the end.
 const chunked = chunkedBenchmarks({ repo: REPO, cache: CACHE, runs: RUNS, warmup: WARMUP });
 benchmarks.push(...chunked.benchmarks);
+// Updates by deltas on the ten-version series (issue 13): `npm run bench deltas`.
+const deltas = deltaBenchmarks({ repo: REPO, cache: CACHE });
+benchmarks.push(deltas.benchmark);
 
 /** Import time against max(decompress, hash, write) of the layer's bytes. */
 function limitsSummary(results: BenchResult[]): string[] {
@@ -310,6 +314,7 @@ async function main(): Promise<void> {
     await trust.dispose();
     await startup.dispose();
     await chunked.dispose();
+    await deltas.dispose();
   }
   const summary = limitsSummary(results);
   if (extra.length) extra.unshift('## Not run', '');
@@ -318,6 +323,7 @@ async function main(): Promise<void> {
   if (driverTable.length) extra.push('', ...driverTable);
   const volumeTable = volumes.table();
   if (volumeTable.length) extra.push('', ...volumeTable);
+  if (deltas.table().length) extra.push('', ...deltas.table());
   extra.push('', `Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; ${RUNS} runs + ${WARMUP} warm-up per contender.`);
   const { path, body } = await writeReport(REPO, results, extra);
   process.stdout.write(body);

@@ -15,7 +15,7 @@ declare -A tools=(
   [getfattr]=attr [debootstrap]=debootstrap [podman]=podman [runc]=runc
   [mkfs.btrfs]=btrfs-progs [mkfs.xfs]=xfsprogs [zstd]=zstd [setcap]=libcap2-bin
   [docker-registry]=docker-registry [htpasswd]=apache2-utils [xz]=xz-utils [bzip2]=bzip2 [zfs-fuse]=zfs-fuse [zsh]=zsh
-  [gpg]=gpg [openssl]=openssl [python3]=python3
+  [gpg]=gpg [openssl]=openssl [python3]=python3 [ostree]=ostree [rsync]=rsync
 )
 missing=()
 for t in "${!tools[@]}"; do

@@ -12,6 +12,7 @@ import { table, formatBytes, age, shortId, progress } from './output.ts';
 import { composefsCommands } from './composefs.ts';
 import { inspectWithSignatures, trustCommands, verifyForUse } from './trust.ts';
 import { helpCommands } from './help.ts';
+import { deltaCommands } from './delta.ts';
 
 interface GlobalOpts { store?: string; driver?: DriverName; logLevel?: string; quiet?: boolean }
 
@@ -167,6 +168,7 @@ trustCommands(program, withStore, say);
 (await import('./volumes.ts')).volumeCommands(program, withStore, say);
 // Keep last: --version, completion, examples and exit codes see every command registered above.
 helpCommands(program);
+deltaCommands(program, withStore, say);
 
 async function main(argv: string[]): Promise<void> {
   try {

@@ -76,22 +76,29 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .option('--creds <user:password>', 'credentials for the registry')
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image', 'linux/amd64')
     .option('-q, --quiet', 'print only the image id')
-    .option('--json', 'print the result as JSON: id, bytes fetched, and per layer how it was fetched (reused, partial, whole)')
-    .action(async (ref: string, o: TransportFlags & { creds?: string; platform: string; quiet?: boolean; json?: boolean }) => withStore(async (s) => {
+    .option('--no-deltas', 'fetch layers only: do not look for deltas to the image')
+    .option('--json', 'JSON output: image id, bytes fetched, the delta plan, and per layer how it was fetched (reused, partial, whole)')
+    .action(async (ref: string, o: TransportFlags & { creds?: string; platform: string; quiet?: boolean; deltas: boolean; json?: boolean }) => withStore(async (s) => {
       const quiet = Boolean(o.quiet) || quietGlobal() || Boolean(o.json);
       const bars = layerBars(quiet);
       const t0 = performance.now();
       try {
         const r = await (await pullLib()).pullImage(s, ref, {
-          ...transport(o), creds: o.creds, platform: o.platform, admit: pullAdmission(program, o),
+          ...transport(o), creds: o.creds, platform: o.platform, deltas: o.deltas, admit: pullAdmission(program, o),
           onBlobProgress: (p) => bars.layer(p.layer, p.layers, p.digest, p.received, p.size, p.done, p.local),
           onNotice: (m) => { if (!o.json) process.stderr.write(`cowshed: ${m}\n`); },
         });
         bars.stop();
         if (o.json) {
-          const { layers, ...rest } = r;
-          say(JSON.stringify({ ...rest, layers }, null, 2));
+          const { layers, deltaPlan, ...rest } = r;
+          say(JSON.stringify({ ...rest, plan: deltaPlan?.plan ?? 'layers', deltas: deltaPlan ?? null, layers }, null, 2));
           return;
+        }
+        if (!quiet && r.deltaPlan) {
+          const d = r.deltaPlan;
+          process.stderr.write(d.plan === 'layers' || d.plan === 'store'
+            ? `plan: ${d.plan} (${d.reason ?? 'no usable delta'})\n`
+            : `plan: ${d.plan} (${d.deltasUsed} delta${d.deltasUsed === 1 ? '' : 's'}, ${formatBytes(d.deltaBytes)} instead of ${formatBytes(d.layerBytes)} of layers)\n`);
         }
         if (!quiet) {
           for (const l of r.layers) {
@@ -116,10 +123,17 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
     .option('--creds <user:password>', 'credentials for the registry')
     .addOption(new Option('--compression-format <kind>', 'compression of uploaded layers (default gzip; named, only blobs of that compression are reused)').choices(['gzip', 'zstd', 'zstd:chunked']))
     .option('-q, --quiet', 'print only the manifest digest')
-    .action(async (image: string, ref: string, o: TransportFlags & { creds?: string; compressionFormat?: 'gzip' | 'zstd' | 'zstd:chunked'; quiet?: boolean }) => withStore(async (s) => {
+    .option('--deltas', 'also publish deltas to the image from earlier versions of the repository (OCI referrers)')
+    .option('--delta-policy <policy>', 'which earlier versions: log (distances 1, 2, 4, …), consecutive, all, or distances like 1,3,9', 'log')
+    .action(async (image: string, ref: string, o: TransportFlags & { creds?: string; compressionFormat?: 'gzip' | 'zstd' | 'zstd:chunked'; quiet?: boolean; deltas?: boolean; deltaPolicy: string }) => withStore(async (s) => {
       const quiet = Boolean(o.quiet) || quietGlobal();
       const sign = await pushSigner(program, o, ref, { ...transport(o), creds: o.creds }); // opens the signing key before anything is uploaded
-      const r = await (await pushLib()).pushImage(s, image, ref, {
+      const push = o.deltas ? (await import('../delta/registry.ts')).pushWithDeltas : (await pushLib()).pushImage;
+      const r = await push(s, image, ref, {
+        policy: o.deltaPolicy,
+        onDelta: (e: { from: string; bytes: number; via: string }) => {
+          if (!quiet) process.stderr.write(`delta from ${e.from}: ${formatBytes(e.bytes)} (${e.via === 'referrers' ? 'referrers API' : 'referrers tag schema'})\n`);
+        },
         ...transport(o), creds: o.creds, compression: o.compressionFormat,
         onLayer: (e) => {
           if (!quiet) process.stderr.write(`layer ${e.layer + 1}/${e.layers} ${e.digest.slice(7, 19)}: ${e.action === 'uploaded' ? `uploaded ${formatBytes(e.size)}` : e.action === 'mounted' ? 'mounted from another repository' : 'already there'}\n`);

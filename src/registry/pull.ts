@@ -39,6 +39,8 @@ export interface PullOptions extends TransportOptions {
    * refuse the image, or returns hooks for the import.
    */
   admit?: (src: RegistrySource) => Promise<Pick<ImportOptions, 'beforeCommit' | 'inTransaction'>>;
+  /** Look for deltas to the image (src/delta) before fetching layers; default true (pull --no-deltas: false). */
+  deltas?: boolean;
   /** Retry tuning (tests). */
   client?: { maxAttempts?: number; retryDelayMs?: number; idleTimeoutMs?: number };
   /**
@@ -299,6 +301,8 @@ export interface PullResult extends ImportResult {
   localLayers: number;
   /** Per layer: how it came in (layers of a build reused whole are not listed). */
   layers: LayerReport[];
+  /** The delta plan, when deltas were looked for (bytes read for it are in bytesFetched). */
+  deltaPlan?: import('../delta/pull.ts').DeltaPullPlan;
 }
 
 /**
@@ -314,10 +318,14 @@ export async function pullImage(
   let bytes = 0;
   let requests = 0;
   let resumed = 0;
+  // ---- deltas (issue 13, src/delta/pull.ts): layers the deltas rebuild are taken as local ones.
+  const deltas = opts.deltas === false ? undefined : await (await import('../delta/pull.ts')).planDeltaPull(store, ref, opts);
+  if (deltas) bytes += deltas.summary.deltaBytes;
+  try {
   for (let attempt = 1; ; attempt++) {
     const src = await openRegistrySource(ref, {
       ...opts,
-      localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : undefined),
+      localBlob: (d) => (store.blobs.has(d) ? store.blobs.get(d) : deltas?.blob(d)),
     });
     src.onBlobProgress = opts.onBlobProgress;
     if (opts.partial) src.maxRanges = opts.partial.maxRanges;
@@ -325,7 +333,9 @@ export async function pullImage(
     // The planner decides per layer: the store's, only missing files, or whole.
     // A second attempt (the first failed its digests) reads layers whole.
     const plan = planLayers(src, {
-      storedLayer: (diffId) => store.storedLayer(diffId),
+      // Layers the deltas rebuild count as the store's (first attempt only: a
+      // second one, after a digest failure, fetches them).
+      storedLayer: (diffId) => store.storedLayer(diffId) ?? (attempt === 1 ? deltas?.layer(diffId) : undefined),
       files: opts.partial === false || attempt > 1 ? undefined : storeFileHooks(store),
       onNotice: opts.onNotice,
       onReport: (r) => {
@@ -350,7 +360,7 @@ export async function pullImage(
       // Layers the store had (by diff ID, or the whole build) were not read at all.
       for (const [i, l] of src.layers.entries()) if (!reported.has(i)) plan.reports.push({ layer: i, digest: l.digest, method: 'reused', bytesFetched: 0 });
       const layers = plan.reports.sort((a, b) => a.layer - b.layer).map(({ fetched: _, ...r }) => r);
-      return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers, layers };
+      return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers, layers, deltaPlan: deltas?.summary };
     } catch (e) {
       bytes += src.stats.bytes;
       requests += src.stats.requests;
@@ -360,6 +370,9 @@ export async function pullImage(
     } finally {
       await src.close();
     }
+  }
+  } finally {
+    deltas?.dispose();
   }
 }
 
