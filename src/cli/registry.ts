@@ -91,7 +91,7 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
         bars.stop();
         if (o.json) {
           const { layers, deltaPlan, ...rest } = r;
-          say(JSON.stringify({ ...rest, plan: deltaPlan?.plan ?? 'layers', deltas: deltaPlan ?? null, layers }, null, 2));
+          say(JSON.stringify({ ...rest, plan: deltaPlan?.plan ?? 'layers', deltas: deltaPlan ?? null, layers })); // one line: scripts read the last line
           return;
         }
         if (!quiet && r.deltaPlan) {
