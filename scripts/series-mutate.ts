@@ -9,18 +9,9 @@ import {
   lstatSync, mkdirSync, openSync, readdirSync, closeSync, readSync, writeSync, writeFileSync, unlinkSync, lutimesSync,
 } from 'node:fs';
 import { parseArgs } from 'node:util';
+// The series must not depend on Math.random: the synthetic tree's seeded mulberry32.
+import { prng } from './gen-synthetic-tree.ts';
 
-/** mulberry32: the series must not depend on Math.random. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SLASH = Buffer.from('/');
 
