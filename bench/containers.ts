@@ -18,6 +18,7 @@ import { generateTree } from '../scripts/gen-synthetic-tree.ts';
 import {
   type Benchmark, type BenchResult, type Contender, exec, measure, needTool, podman, ScratchFs,
 } from './lib.ts';
+import { podmanOciRef } from '../test/helpers/cli.ts';
 
 export interface ContainerBenchOptions {
   repo: string;
@@ -157,7 +158,7 @@ class Fixtures {
       p = (async () => {
         const layout = which === 'debian' ? this.debianLayout : await this.synthLayout();
         await this.scratch();
-        return (await podman(this.podmanDir, 'pull', '-q', `oci:${layout}:v1`)).stdout.trim();
+        return (await podman(this.podmanDir, 'pull', '-q', podmanOciRef(layout, 'v1'))).stdout.trim();
       })();
       this.podmanP.set(which, p);
     }

@@ -18,6 +18,7 @@ import { pickFiles, makeTenChanges } from './containers.ts';
 import {
   type Benchmark, type BenchResult, type Contender, exec, measure, needTool, podman, ScratchFs,
 } from './lib.ts';
+import { podmanOciRef } from '../test/helpers/cli.ts';
 
 export interface DriverBenchOptions {
   repo: string;
@@ -181,7 +182,7 @@ function podmanSide(opts: DriverBenchOptions): Side {
     async setup() {
       if (fs) return;
       fs = await ScratchFs.create(6);
-      images.debian = (await pm('pull', '-q', `oci:${join(opts.cache, 'debian-oci')}:v1`)).stdout.trim();
+      images.debian = (await pm('pull', '-q', podmanOciRef(join(opts.cache, 'debian-oci'), 'v1'))).stdout.trim();
       const [made, ms] = await timed(() => side.create('debian'));
       side.setupNotes.set('first', ms);
       writeBigFile(join(made.rootfs, BIG_FILE));
@@ -272,7 +273,7 @@ export function driverBenchmarks(opts: DriverBenchOptions): { benchmark: Benchma
         return {
           name: PODMAN_LABEL, role: 'anchor', skip: needTool('podman', 'podman'),
           prepare: async () => { fs = await ScratchFs.create(4); },
-          run: async () => { await podman(fs!.path, 'pull', '-q', `oci:${layout}:v1`); },
+          run: async () => { await podman(fs!.path, 'pull', '-q', podmanOciRef(layout, 'v1')); },
           cleanup: async () => { await fs?.dispose(); fs = undefined; },
         } satisfies Contender;
       })()];

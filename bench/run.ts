@@ -19,7 +19,7 @@ import { registryBenchmarks } from './registry.ts';
 import { trustBenchmarks } from './trust.ts';
 import { volumeBenchmarks } from './volumes.ts';
 import { startupBenchmarks } from './startup.ts';
-import { fixturesDir } from '../test/helpers/cli.ts';
+import { fixturesDir, podmanOciRef } from '../test/helpers/cli.ts';
 import { chunkedBenchmarks } from './chunked.ts';
 import { deltaBenchmarks } from './deltas.ts';
 
@@ -132,7 +132,7 @@ const benchmarks: Benchmark[] = [
       const r = await measure('import Debian v1 from OCI layout, cold (fresh fs per run)', [
         onFreshFs('cowshed import', 'cowshed', (d) => cowshed('--store', join(d, 'store'), 'import', ref, 'debian:v1')),
         onFreshFs('umoci unpack', 'anchor', (d) => exec('umoci', ['unpack', '--image', `${LAYOUT}:v1`, join(d, 'bundle')]), needTool('umoci', 'umoci')),
-        onFreshFs('podman pull oci:', 'anchor', (d) => podman(d, 'pull', '-q', ref), needTool('podman', 'podman')),
+        onFreshFs('podman pull oci:', 'anchor', (d) => podman(d, 'pull', '-q', podmanOciRef(LAYOUT, 'v1')), needTool('podman', 'podman')),
       ], { runs: RUNS, warmup: WARMUP });
       r.notes.push('targets: ≤ 0.4 × umoci, ≤ 0.3 × podman');
       return [r];
@@ -155,9 +155,9 @@ const benchmarks: Benchmark[] = [
         },
         {
           name: 'podman rmi; pull oci:', role: 'anchor', skip: needTool('podman', 'podman'),
-          before: async () => { pfs = await ScratchFs.create(); await podman(pfs.path, 'pull', '-q', ref); },
+          before: async () => { pfs = await ScratchFs.create(); await podman(pfs.path, 'pull', '-q', podmanOciRef(LAYOUT, 'v1')); },
           prepare: async () => { await podman(pfs!.path, 'rmi', '-a', '-f'); },
-          run: async () => { await podman(pfs!.path, 'pull', '-q', ref); },
+          run: async () => { await podman(pfs!.path, 'pull', '-q', podmanOciRef(LAYOUT, 'v1')); },
           after: async () => { await pfs?.dispose(); },
         },
         { name: 'node -e 0 (start-up floor)', role: 'reference', run: async () => { await exec(process.execPath, ['-e', '0']); } },

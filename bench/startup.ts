@@ -7,6 +7,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Benchmark, type BenchResult, type Contender, exec, measure, needTool, podman, ScratchFs } from './lib.ts';
+import { podmanOciRef } from '../test/helpers/cli.ts';
 
 export interface StartupBenchOptions {
   repo: string;
@@ -51,7 +52,7 @@ export function startupBenchmarks(opts: StartupBenchOptions): { benchmark: Bench
       let podmanImage = '';
       const podmanReady = async (): Promise<void> => {
         podmanUsed = true;
-        if (!podmanImage) podmanImage = (await pm('pull', '-q', `oci:${layout}:v1`)).stdout.trim();
+        if (!podmanImage) podmanImage = (await pm('pull', '-q', podmanOciRef(layout, 'v1'))).stdout.trim();
       };
 
       const simple = (name: string, role: Contender['role'], cmd: string, args: string[], skip?: Contender['skip']): Contender => ({

@@ -25,6 +25,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Benchmark, type BenchResult, type ContenderResult, exec, median, podman, ScratchFs, which } from './lib.ts';
+import { podmanOciRef } from '../test/helpers/cli.ts';
 
 export interface VolumeBenchOptions {
   repo: string;
@@ -116,7 +117,7 @@ async function setupSide(side: Side, repo: string, layout: string): Promise<Read
         dispose: () => fs.dispose(),
       };
     }
-    const image = (await podman(fs.path, 'pull', '-q', `oci:${layout}:v1`)).stdout.trim();
+    const image = (await podman(fs.path, 'pull', '-q', podmanOciRef(layout, 'v1'))).stdout.trim();
     return {
       run: async (loc) => parse((await podman(fs.path, 'run', '--rm', '--network', 'none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1000:1000',
         ...(loc === 'volume' ? ['-v', 'benchvol:/data'] : []), image, 'sh', '-c', SCRIPT)).stdout),

@@ -1,7 +1,8 @@
 // Running the real CLI (as users and outside tests do) against a test store,
 // and cleaning up what a test store mounted.
 import { spawnSync, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, existsSync, symlinkSync, readlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,3 +90,22 @@ export function sharedPath(...parts: string[]): { path: string; skip: string | f
 
 /** Last line of a command's stdout (mount prints the path last). */
 export const lastLine = (s: string): string => s.trim().split('\n').pop()!;
+
+/**
+ * An `oci:` reference podman can pull. podman names an image pulled from an
+ * OCI layout after the layout's path, and a reference must be lowercase, so a
+ * layout under a path such as mktemp's `/tmp/tmp.AbC123` is refused. Point a
+ * lowercase symlink (named by a hash of the path, so repeated calls share it)
+ * at such a layout.
+ */
+export function podmanOciRef(layout: string, tag: string): string {
+  if (/^[a-z0-9/._-]+$/.test(layout)) return `oci:${layout}:${tag}`;
+  const link = join(tmpdir(), `cowshed-oci-${createHash('sha256').update(layout).digest('hex').slice(0, 16)}`);
+  let current: string | undefined;
+  try { current = readlinkSync(link); } catch { /* absent */ }
+  if (current !== layout) {
+    rmSync(link, { force: true });
+    symlinkSync(layout, link);
+  }
+  return `oci:${link}:${tag}`;
+}

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync, chownSync, chmodSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { cowshed, cowshedOk, tempDir, removeTree, lastLine, debianFixture, REPO } from '../helpers/cli.ts';
+import { cowshed, cowshedOk, tempDir, removeTree, lastLine, debianFixture, podmanOciRef, REPO } from '../helpers/cli.ts';
 import { loopFs } from '../helpers/loop-fs.ts';
 
 interface Case { name: string; driver: string; fs?: 'btrfs' | 'xfs' }
@@ -243,7 +243,7 @@ describe('run options as podman run', () => {
     store = join(work, 'store');
     const layout = debianFixture().layout;
     cowshedOk(store, 'import', `oci:${layout}:v1`, 'deb');
-    podmanImage = execFileSync('podman', [...podmanArgs(), 'pull', '-q', `oci:${layout}:v1`], { encoding: 'utf8' }).trim();
+    podmanImage = execFileSync('podman', [...podmanArgs(), 'pull', '-q', podmanOciRef(layout, 'v1')], { encoding: 'utf8' }).trim();
   });
   after(() => {
     try { execFileSync('podman', [...podmanArgs(), 'system', 'reset', '-f'], { stdio: 'ignore' }); } catch { /* best effort */ }
