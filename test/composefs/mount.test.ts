@@ -283,7 +283,7 @@ test('treeFromDirectory: a real directory mounts back as itself', { skip: !canMo
       const hex = digest.toString('hex');
       mkdirSync(join(objects, hex.slice(0, 2)), { recursive: true });
       copyFileSync(p, join(objects, hex.slice(0, 2), hex.slice(2)));
-      stored.push(p);
+      stored.push(p.toString());
     },
   });
   assert.equal(stored.length, 2, 'one object per external inode (big, medium)');
