@@ -5,7 +5,7 @@
 // `composefs-info dump` prints.
 import {
   type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, S_IFSOCK, S_IFIFO,
-  compareNames, newNode,
+  compareNames, newNode, hardlinkPrimary,
 } from '../tree/node.ts';
 import { CowshedError } from '../util/errors.ts';
 import { escapeName } from '../util/names.ts';
@@ -86,7 +86,7 @@ export function setXattrChecked(node: FsNode, budget: XattrBudget, key: string, 
   node.xattrs.set(key, value);
 }
 
-interface Slot { node: FsNode; linkTarget?: string; lineNo: number; isLink: boolean }
+interface Slot { node: FsNode; linkTarget?: string; lineNo: number; isLink: boolean; wasLink?: boolean }
 
 function splitComponents(path: string): string[] {
   // mkcomposefs skips runs of '/', so "a//b" is "a/b"; a trailing '/' leaves an empty name.
@@ -139,6 +139,7 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
 
   // Resolve hardlinks now that every file exists: the link's name then refers to the target object.
   const resolving = new Set<Slot>();
+  const linked = new Set<FsNode>();
   const resolve = (slot: Slot): FsNode => {
     if (!slot.isLink) return slot.node;
     if (resolving.has(slot)) throw new DumpError(slot.lineNo, 'hardlink loop');
@@ -151,7 +152,9 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
     const node = resolve(target);
     if ((node.mode & S_IFMT) === S_IFDIR) throw new DumpError(slot.lineNo, `hardlink to directory ${escapeName(path)}`);
     slot.isLink = false;
+    slot.wasLink = true;
     slot.node = node;
+    linked.add(node);
     resolving.delete(slot);
     return node;
   };
@@ -164,7 +167,9 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
     dir.children = new Map();
     let subdirs = 0;
     for (const name of names) {
-      const child = slots.get(name)!.node;
+      const slot = slots.get(name)!;
+      const child = slot.node;
+      if (!slot.wasLink && linked.has(child)) hardlinkPrimary.set(child, { dir, name });
       dir.children.set(name, child);
       if ((child.mode & S_IFMT) === S_IFDIR) {
         subdirs++;

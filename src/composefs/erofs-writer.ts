@@ -5,6 +5,7 @@
 // and padding, chunk-based stubs for external files. Each step says which
 // upstream function it mirrors.
 import { escapeName } from '../util/names.ts';
+import { hardlinkPrimary } from '../tree/node.ts';
 import {
   type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, S_IFSOCK, S_IFIFO, compareNames,
 } from '../tree/node.ts';
@@ -232,9 +233,16 @@ function copyTree(root: FsNode): WNode {
         const child = src.children!.get(name)!;
         const childPath = `${path === '/' ? '' : path}/${name}`;
         const existing = copies.get(child);
+        const primary = hardlinkPrimary.get(child);
         if (existing) {
           if (typeOf(child) === S_IFDIR) invalid(`${childPath}: directories cannot be hardlinked`);
           n.entries.push({ name: nb, node: existing });
+        } else if (primary && (primary.dir !== src || primary.name !== name)) {
+          // A dump's `@` line met before the line that defines the file: the
+          // inode belongs where that line put it (as mkcomposefs numbers it).
+          const entry: Entry = { name: nb, node: n };
+          n.entries.push(entry);
+          pending.push([entry, child, childPath]);
         } else {
           n.entries.push({ name: nb, node: copy(child, n, childPath) });
         }
@@ -243,7 +251,14 @@ function copyTree(root: FsNode): WNode {
     return n;
   };
   if (typeOf(root) !== S_IFDIR) invalid('the root of a composefs image must be a directory');
-  return copy(root, undefined, '/');
+  const pending: Array<[Entry, FsNode, string]> = [];
+  const out = copy(root, undefined, '/');
+  for (const [entry, child, childPath] of pending) {
+    const node = copies.get(child);
+    if (!node) invalid(`${childPath}: hardlink to a file outside the tree`);
+    entry.node = node!;
+  }
+  return out;
 }
 
 /** Visit each inode once, pre-order, children in name order (upstream's rewrite walk). */

@@ -14,7 +14,8 @@ import { CowshedError } from '../util/errors.ts';
 import { FsVerityHasher } from '../composefs/fsverity.ts';
 import { StreamInput, type ByteInput } from './input.ts';
 import type { TarSplitWriter } from './split.ts';
-import { bin, escapeName, isUtf8 } from '../util/names.ts';
+import { bin, escapeName } from '../util/names.ts';
+import { ZERO_CHUNK } from '../util/zeros.ts';
 
 export type TarEntryType = 'file' | 'hardlink' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
 
@@ -312,7 +313,6 @@ interface SparseInfo {
   map: Array<[number, number]> | null;
 }
 
-const ZEROS = Buffer.alloc(BODY_CHUNK);
 
 /** Old GNU sparse map entries (offset 12 bytes, numbytes 12 bytes each); false at the first empty one. */
 function oldGnuSparse(b: Buffer, count: number, into: Array<[number, number]>, offset: number): boolean {
@@ -408,14 +408,13 @@ class Entry implements TarEntry {
           if (!/^[0-9]{1,17}$/.test(l) || !Number.isSafeInteger(Number(l))) throw malformed();
           return Number(l);
         }
-        if (text.length > 64 || this.remaining === 0) throw malformed();
+        if (text.length > 64 || this.remaining === 0 || used > MAX_META_SIZE) throw malformed();
         const c = await this.take(BLOCK);
         used += c.length;
         text += c.toString('latin1');
       }
     };
     const n = await line();
-    if (n > this.remaining) throw malformed();
     const map: Array<[number, number]> = [];
     for (let i = 0; i < n; i++) map.push([await line(), await line()]);
     // The map's blocks end where a block ends: drop the rest of its last block.
@@ -440,7 +439,7 @@ class Entry implements TarEntry {
       while (pos < off) {
         const n = Math.min(off - pos, BODY_CHUNK);
         pos += n;
-        yield ZEROS.subarray(0, n);
+        yield ZERO_CHUNK.subarray(0, n);
       }
       let left = len;
       while (left > 0) {
@@ -453,7 +452,7 @@ class Entry implements TarEntry {
     while (pos < sp.realSize) {
       const n = Math.min(sp.realSize - pos, BODY_CHUNK);
       pos += n;
-      yield ZEROS.subarray(0, n);
+      yield ZERO_CHUNK.subarray(0, n);
     }
   }
 
@@ -657,13 +656,18 @@ export async function* readTarFrom(input: ByteInput, opts: ReadTarOptions = {}):
       const v = pax.get(k);
       return v && v.length > 0 ? v : undefined;
     };
-    const binaryCharset = paxValue('hdrcharset')?.toString('latin1') === 'BINARY';
-    /** PAX path/linkpath: UTF-8 unless hdrcharset=BINARY; kept as the bytes they are either way. */
+    // PAX names are UTF-8 unless hdrcharset=BINARY says they are bytes. Either
+    // way they are kept as the bytes they are: GNU tar and Go's archive/tar
+    // (umoci, podman) take a path that is not valid UTF-8 verbatim too
+    // (libarchive's pax_filename_encoding test has one). A charset nobody
+    // defined is refused rather than guessed.
+    const charset = paxValue('hdrcharset')?.toString('latin1');
+    if (charset !== undefined && charset !== 'BINARY' && charset !== 'ISO-IR 10646 2000 UTF-8') {
+      throw formatError(`unknown PAX hdrcharset "${escapeName(charset)}" at offset ${offset}`);
+    }
     const paxName = (k: string): string | undefined => {
       const v = paxValue(k);
-      if (v === undefined) return undefined;
-      if (!binaryCharset && !isUtf8(v)) throw formatError(`PAX ${k} "${escapeName(bin(v))}" is not valid UTF-8 and no hdrcharset=BINARY says it is bytes (offset ${offset})`);
-      return bin(v);
+      return v === undefined ? undefined : bin(v);
     };
 
     const e = new Entry();

@@ -87,3 +87,11 @@ export function* walk(root: FsNode, prefix = ''): Generator<[string, FsNode]> {
 export function compareNames(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
+
+/**
+ * Where a hardlinked file was defined, when that is not simply its first
+ * name in name order: a composefs dump defines it on one line and names it
+ * again with `@` lines, and mkcomposefs places the inode where the defining
+ * line put it. Set by the dump parser, read by the EROFS writer.
+ */
+export const hardlinkPrimary = new WeakMap<FsNode, { dir: FsNode; name: string }>();
