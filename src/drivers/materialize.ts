@@ -4,7 +4,7 @@
 // and mtimes as recorded. Everything is written below `dest` only, by paths
 // built from the tree, never by following a symlink of the tree.
 import {
-  copyFileSync, constants, linkSync, lchownSync, chmodSync, lutimesSync, mkdirSync, symlinkSync, writeFileSync, renameSync,
+  copyFileSync, constants, linkSync, openSync, closeSync, lchownSync, chmodSync, lutimesSync, mkdirSync, symlinkSync, writeFileSync, renameSync,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { fromHost, fsPath } from '../util/names.ts';
@@ -25,14 +25,22 @@ function escapePath(p: string): string {
 /**
  * A device or fifo at `path` (a binary string). mknod(1) and mkfifo(1) take
  * names as UTF-8 arguments, so the node is made under a plain temporary
- * name in the same directory and renamed to its real bytes.
+ * name in the same directory, reached through our descriptor of it
+ * (/proc/PID/fd/N), and renamed to its real bytes.
  */
 export function makeSpecial(path: string, args: string[]): void {
   const slash = path.lastIndexOf('/');
-  const tmp = `${path.slice(0, slash + 1)}.cowshed-node-${randomBytes(6).toString('hex')}`;
-  if (args[0] === 'p') execFileSync('mkfifo', [Buffer.from(tmp, 'latin1').toString('utf8')]);
-  else execFileSync('mknod', [Buffer.from(tmp, 'latin1').toString('utf8'), ...args]);
-  renameSync(fsPath(tmp), fsPath(path));
+  const dir = path.slice(0, slash + 1);
+  const tmpName = `.cowshed-node-${randomBytes(6).toString('hex')}`;
+  const fd = openSync(fsPath(dir), constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    const via = `/proc/${process.pid}/fd/${fd}/${tmpName}`;
+    if (args[0] === 'p') execFileSync('mkfifo', [via]);
+    else execFileSync('mknod', [via, ...args]);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(fsPath(dir + tmpName), fsPath(path));
 }
 
 /** `dest` is a host path; names below it are written as the bytes they are. */
