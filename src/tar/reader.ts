@@ -395,7 +395,7 @@ class Entry implements TarEntry {
   }
 
   /** A PAX 1.0 map: decimal numbers one a line (count, then offset/length pairs), padded to a block. */
-  private async readSparseMap(): Promise<Array<[number, number]>> {
+  async readSparseMap(): Promise<Array<[number, number]>> {
     const malformed = (): CowshedError => formatError(`${escapeName(this.path)}: malformed sparse archive member`);
     let text = '';
     let used = 0;
@@ -433,9 +433,10 @@ class Entry implements TarEntry {
     let pos = 0;
     let data = 0;
     for (const [, len] of map) data += len;
-    if (data !== this.remaining) throw malformed();
+    // GNU tar reads the segments and skips whatever the member has beyond them.
+    if (data > this.remaining) throw malformed();
     for (const [off, len] of map) {
-      if (off < pos || off + len > sp.realSize) throw malformed();
+      if (off < pos || off + len > this.size) throw malformed();
       while (pos < off) {
         const n = Math.min(off - pos, BODY_CHUNK);
         pos += n;
@@ -449,8 +450,8 @@ class Entry implements TarEntry {
         yield c;
       }
     }
-    while (pos < sp.realSize) {
-      const n = Math.min(sp.realSize - pos, BODY_CHUNK);
+    while (pos < this.size) {
+      const n = Math.min(this.size - pos, BODY_CHUNK);
       pos += n;
       yield ZERO_CHUNK.subarray(0, n);
     }
@@ -749,8 +750,14 @@ export async function* readTarFrom(input: ByteInput, opts: ReadTarOptions = {}):
     if (sparse) {
       // Imported as its full content; the archive's bytes (map and data) stay raw in the split record.
       e.sparse = sparse;
-      e.size = sparse.realSize;
       e.bodyIsRaw = true;
+      // PAX 1.0 keeps the map at the start of the body: read it now, the size depends on it.
+      sparse.map ??= await e.readSparseMap();
+      // As GNU tar: the file ends where its last segment ends (writers end
+      // the map with a zero-length segment at the real size; one that does
+      // not gets a shorter file, libarchive's sparse_skip_entry test).
+      const last = sparse.map[sparse.map.length - 1];
+      e.size = last ? last[0] + last[1] : 0;
     } else {
       e.size = size;
       e.bodyIsRaw = type !== 'file';
