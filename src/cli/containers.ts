@@ -1,5 +1,6 @@
 // Container commands: create, run (with podman's volume and process options),
 // ps, rm, diff, export, commit.
+import { jsonName } from '../util/names.ts';
 import { Option, type Command } from 'commander';
 import type { Store } from '../store/store.ts';
 import { createContainer, listContainers, removeContainer, findContainer, containerDiff } from '../containers/containers.ts';
@@ -120,8 +121,9 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
         const { diffTrees } = await diffLib();
         changes = diffTrees(await s.imageTree(a), await s.imageTree(b));
       }
-      if (o.json) say(JSON.stringify(changes.map((c) => ({ kind: c.kind, path: c.path }))));
-      else if (changes.length) say(changes.map((c) => `${c.kind} ${c.path}`).join('\n'));
+      // Names are bytes: printed as they are (as podman does); JSON gets text plus base64 where they are not UTF-8.
+      if (o.json) say(JSON.stringify(changes.map((c) => ({ kind: c.kind, ...jsonName('path', c.path) }))));
+      else if (changes.length) process.stdout.write(Buffer.from(changes.map((c) => `${c.kind} ${c.path}\n`).join(''), 'latin1'));
     }));
 
   program.command('export')

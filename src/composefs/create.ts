@@ -42,7 +42,7 @@ export async function createComposefs(source: string, opts: CreateOptions = {}):
 }
 
 /** Copy (reflink where the filesystem can; or write `data` when already read) into a digest store, atomically, once. */
-export function copyIntoDigestStore(store: string, src: string, hex: string, data?: Uint8Array): void {
+export function copyIntoDigestStore(store: string, src: string | Buffer, hex: string, data?: Uint8Array): void {
   const dir = join(store, hex.slice(0, 2));
   const dst = join(dir, hex.slice(2));
   if (existsSync(dst)) return;

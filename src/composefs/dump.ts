@@ -5,9 +5,10 @@
 // `composefs-info dump` prints.
 import {
   type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, S_IFSOCK, S_IFIFO,
-  compareNames, newNode,
+  compareNames, newNode, hardlinkPrimary,
 } from '../tree/node.ts';
 import { CowshedError } from '../util/errors.ts';
+import { escapeName } from '../util/names.ts';
 
 /** Largest inline content mkcomposefs accepts (LCFS_INLINE_CONTENT_MAX). */
 export const INLINE_CONTENT_MAX = 5000;
@@ -18,8 +19,6 @@ export const XATTR_NAME_MAX = 255;
 export const XATTR_VALUE_MAX = 0xffff;
 /** Per-inode budget for xattrs from external input (LCFS_INODE_EXTERNAL_XATTR_MAX). */
 export const EXTERNAL_XATTR_MAX = 0x7fff;
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 class DumpError extends CowshedError {
   constructor(line: number, message: string) {
@@ -53,13 +52,8 @@ function unescape(s: Buffer): Buffer {
 const isDash = (f: Buffer): boolean => f.length === 1 && f[0] === 0x2d;
 const unescapeOptional = (f: Buffer): Buffer | undefined => (isDash(f) ? undefined : unescape(f));
 
-function text(b: Buffer, what: string): string {
-  try {
-    return utf8.decode(b);
-  } catch {
-    throw new Error(`${what} is not valid UTF-8`);
-  }
-}
+/** Paths, link targets and xattr names are bytes, kept as binary strings (util/names.ts). */
+const text = (b: Buffer): string => b.toString('latin1');
 
 function parseUint(f: Buffer, base: 8 | 10, what: string): bigint {
   const s = f.toString('latin1');
@@ -77,7 +71,7 @@ const validType = (mode: number): boolean =>
 interface XattrBudget { size: number }
 
 export function setXattrChecked(node: FsNode, budget: XattrBudget, key: string, value: Uint8Array): void {
-  const nameLen = Buffer.byteLength(key);
+  const nameLen = key.length; // a binary string: one char per byte
   if (nameLen === 0 || nameLen > XATTR_NAME_MAX) throw new Error(`invalid xattr name length ${nameLen}`);
   if (value.length > XATTR_VALUE_MAX) throw new Error(`xattr ${key} value too long (${value.length} bytes)`);
   const old = node.xattrs.get(key);
@@ -92,7 +86,7 @@ export function setXattrChecked(node: FsNode, budget: XattrBudget, key: string, 
   node.xattrs.set(key, value);
 }
 
-interface Slot { node: FsNode; linkTarget?: string; lineNo: number; isLink: boolean }
+interface Slot { node: FsNode; linkTarget?: string; lineNo: number; isLink: boolean; wasLink?: boolean }
 
 function splitComponents(path: string): string[] {
   // mkcomposefs skips runs of '/', so "a//b" is "a/b"; a trailing '/' leaves an empty name.
@@ -108,7 +102,7 @@ function splitComponents(path: string): string[] {
  */
 export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean } = {}): FsNode {
   const lenient = opts.lenient ?? false;
-  const data = typeof input === 'string' ? Buffer.from(input) : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+  const data = typeof input === 'string' ? Buffer.from(input, 'latin1') : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   let root: FsNode | undefined;
   // Every entry by the slots of its parent directory: link entries are placeholders until resolved.
   const dirSlots = new Map<FsNode, Map<string, Slot>>();
@@ -145,6 +139,7 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
 
   // Resolve hardlinks now that every file exists: the link's name then refers to the target object.
   const resolving = new Set<Slot>();
+  const linked = new Set<FsNode>();
   const resolve = (slot: Slot): FsNode => {
     if (!slot.isLink) return slot.node;
     if (resolving.has(slot)) throw new DumpError(slot.lineNo, 'hardlink loop');
@@ -152,12 +147,14 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
     const path = slot.linkTarget;
     if (path === undefined) throw new DumpError(slot.lineNo, 'no target path for the hardlink');
     const target = lookupSlot(path);
-    if (!target) throw new DumpError(slot.lineNo, `no target at ${path} for hardlink`);
-    if (target === slot) throw new DumpError(slot.lineNo, `self-referential hardlink ${path}`);
+    if (!target) throw new DumpError(slot.lineNo, `no target at ${escapeName(path)} for hardlink`);
+    if (target === slot) throw new DumpError(slot.lineNo, `self-referential hardlink ${escapeName(path)}`);
     const node = resolve(target);
-    if ((node.mode & S_IFMT) === S_IFDIR) throw new DumpError(slot.lineNo, `hardlink to directory ${path}`);
+    if ((node.mode & S_IFMT) === S_IFDIR) throw new DumpError(slot.lineNo, `hardlink to directory ${escapeName(path)}`);
     slot.isLink = false;
+    slot.wasLink = true;
     slot.node = node;
+    linked.add(node);
     resolving.delete(slot);
     return node;
   };
@@ -170,7 +167,9 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
     dir.children = new Map();
     let subdirs = 0;
     for (const name of names) {
-      const child = slots.get(name)!.node;
+      const slot = slots.get(name)!;
+      const child = slot.node;
+      if (!slot.wasLink && linked.has(child)) hardlinkPrimary.set(child, { dir, name });
       dir.children.set(name, child);
       if ((child.mode & S_IFMT) === S_IFDIR) {
         subdirs++;
@@ -198,7 +197,7 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
     }
     const [fPath, fSize, fMode0, fNlink, fUid, fGid, fRdev, fMtime, fPayload, fContent, fDigest] = fields as [
       Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer];
-    const path = text(unescape(fPath), 'path');
+    const path = text(unescape(fPath));
     if (path === '') throw new Error('invalid empty path');
     let fMode = fMode0;
     const isLink = fMode.length > 0 && fMode[0] === 0x40;
@@ -225,22 +224,22 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
       let parent: Slot = { node: root, lineNo: 0, isLink: false };
       for (const p of parts) {
         const next = dirSlots.get(parent.node)?.get(p);
-        if (!next) throw new Error(`parent directory missing for ${path}`);
+        if (!next) throw new Error(`parent directory missing for ${escapeName(path)}`);
         parent = next;
       }
       const siblings = dirSlots.get(parent.node);
-      if (!siblings || parent.isLink) throw new Error(`parent must be a directory for ${path}`);
-      if (name === '.' || name === '..') throw new Error(`invalid . or .. in path: ${path}`);
-      if (name === '') throw new Error(`invalid empty name in path: ${path}`);
-      if (Buffer.byteLength(name) > NAME_MAX) throw new Error(`name too long in path: ${path}`);
-      if (siblings.has(name)) throw new Error(`path ${path} already exists`);
+      if (!siblings || parent.isLink) throw new Error(`parent must be a directory for ${escapeName(path)}`);
+      if (name === '.' || name === '..') throw new Error(`invalid . or .. in path: ${escapeName(path)}`);
+      if (name === '') throw new Error(`invalid empty name in path: ${escapeName(path)}`);
+      if (name.length > NAME_MAX) throw new Error(`name too long in path: ${escapeName(path)}`);
+      if (siblings.has(name)) throw new Error(`path ${escapeName(path)} already exists`);
       siblings.set(name, slot);
     }
 
     if (isLink) {
       if (type === S_IFDIR) throw new Error("directories can't be hardlinked");
       const target = unescapeOptional(fPayload);
-      if (target !== undefined) slot.linkTarget = text(target, 'hardlink target');
+      if (target !== undefined) slot.linkTarget = text(target);
       links.push(slot);
       return;
     }
@@ -282,12 +281,12 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
         }
         if (content !== undefined && content.length > 0) throw new Error('symlink cannot have content');
       }
-      node.target = text(payload, 'symlink target');
+      node.target = text(payload);
     } else {
       if (payload !== undefined) {
         if (payload.length >= PATH_MAX) throw new Error(`payload too long (${payload.length} bytes)`);
         // Only regular files use a payload (the backing file path).
-        if (type === S_IFREG) node.payload = text(payload, 'payload');
+        if (type === S_IFREG) node.payload = text(payload);
       }
       if (type === S_IFREG) {
         if (size > BigInt(Number.MAX_SAFE_INTEGER) + 1n) throw new Error(`file size ${size} too large`);
@@ -317,7 +316,7 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
       rest = sp < 0 ? Buffer.alloc(0) : rest.subarray(sp + 1);
       const eq = item.indexOf(0x3d);
       if (eq < 0) throw new Error('missing = in xattr');
-      const key = text(unescape(item.subarray(0, eq)), 'xattr name');
+      const key = text(unescape(item.subarray(0, eq)));
       const value = unescape(item.subarray(eq + 1));
       setXattrChecked(node, budget, key, new Uint8Array(value));
     }
@@ -350,7 +349,7 @@ function escape(bytes: Uint8Array, flags: number): string {
   return s;
 }
 
-const esc = (s: string, flags = 0): string => escape(Buffer.from(s), flags);
+const esc = (s: string, flags = 0): string => escape(Buffer.from(s, 'latin1'), flags);
 
 /** Print the tree in the dump format, entries depth-first in name order; a file's later names are `@` hardlinks. */
 export function printDump(root: FsNode): string {
@@ -361,7 +360,7 @@ export function printDump(root: FsNode): string {
     const type = node.mode & S_IFMT;
     const shown = path === '' ? '/' : path;
     let size: number | bigint = type === S_IFREG ? node.size : 0;
-    if (type === S_IFLNK) size = Buffer.byteLength(node.target ?? '');
+    if (type === S_IFLNK) size = (node.target ?? '').length;
     const payload = first !== undefined ? first : type === S_IFLNK ? node.target : node.payload;
     const content = type === S_IFREG && node.inline ? escape(node.inline, ESCAPE_LONE_DASH) : '-';
     const digest = type === S_IFREG && node.digest ? Buffer.from(node.digest).toString('hex') : '-';

@@ -13,7 +13,6 @@ import {
   XATTR_ESCAPED_WHITEOUTS, XATTR_USER_WHITEOUT, XATTR_USER_WHITEOUTS, XATTR_ESCAPED_OPAQUE, XATTR_USER_OPAQUE,
 } from './erofs-writer.ts';
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 const bad = (msg: string): never => { throw new CowshedError('EFORMAT', `composefs image: ${msg}`); };
 
 interface Inode {
@@ -67,12 +66,7 @@ export function readComposefsImage(image: Uint8Array): FsNode {
     need(off, total, 'xattr entry');
     const prefix = XATTR_PREFIX_BY_INDEX[index];
     if (prefix === undefined) bad(`unknown xattr prefix index ${index}`);
-    let name: string;
-    try {
-      name = prefix + utf8.decode(img.subarray(off + 4, off + 4 + nameLen));
-    } catch {
-      return bad('xattr name is not valid UTF-8');
-    }
+    const name = prefix + img.toString('latin1', off + 4, off + 4 + nameLen);
     const value = Buffer.from(img.subarray(off + 4 + nameLen, off + total));
     return [name, value, off + Math.ceil(total / 4) * 4];
   };
@@ -168,12 +162,7 @@ export function readComposefsImage(image: Uint8Array): FsNode {
         }
         if (nameoff < first || end < nameoff || end > block.length) bad(`directory ${ino.nid}: bad name offset`);
         if (nid > 0xffffffffn) bad(`directory ${ino.nid}: bad inode number`);
-        let name: string;
-        try {
-          name = utf8.decode(block.subarray(nameoff, end));
-        } catch {
-          return bad(`directory ${ino.nid}: file name is not valid UTF-8`);
-        }
+        const name = block.toString('latin1', nameoff, end);
         if (name === '' || name.includes('/') || name.includes('\0')) bad(`directory ${ino.nid}: invalid file name`);
         out.push([name, Number(nid)]);
       }
@@ -193,11 +182,7 @@ export function readComposefsImage(image: Uint8Array): FsNode {
     if (type === S_IFCHR || type === S_IFBLK) node.rdev = ino.u;
     if (type === S_IFLNK) {
       const t = readData(ino);
-      try {
-        node.target = utf8.decode(t);
-      } catch {
-        bad(`symlink ${nid}: target is not valid UTF-8`);
-      }
+      node.target = t.toString('latin1');
     } else if (type === S_IFREG) {
       node.size = ino.size;
       if (ino.layout === LAYOUT_CHUNK_BASED) {
@@ -211,7 +196,7 @@ export function readComposefsImage(image: Uint8Array): FsNode {
     const hasWhiteouts = names.has(XATTR_ESCAPED_WHITEOUTS);
     for (const [k, v] of ino.xattrs) {
       if (k === XATTR_REDIRECT) {
-        if (type === S_IFREG) node.payload = (v.length > 1 && v[0] === 0x2f ? v.subarray(1) : v).toString();
+        if (type === S_IFREG) node.payload = (v.length > 1 && v[0] === 0x2f ? v.subarray(1) : v).toString('latin1');
         continue;
       }
       if (k === XATTR_METACOPY) {

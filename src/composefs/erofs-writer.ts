@@ -4,6 +4,8 @@
 // breadth-first inode order, shared xattr selection and order, tail packing
 // and padding, chunk-based stubs for external files. Each step says which
 // upstream function it mirrors.
+import { escapeName } from '../util/names.ts';
+import { hardlinkPrimary } from '../tree/node.ts';
 import {
   type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, S_IFSOCK, S_IFIFO, compareNames,
 } from '../tree/node.ts';
@@ -121,7 +123,8 @@ function cachedIndex(x: { key: Buffer }): [number, Buffer] {
 }
 
 const roundUp = (n: number, a: number): number => Math.ceil(n / a) * a;
-const invalid = (msg: string): never => { throw new CowshedError('EINVAL', msg); };
+/** Messages name paths, which are bytes: escaped so the error stays one readable line. */
+const invalid = (msg: string): never => { throw new CowshedError('EINVAL', escapeName(msg)); };
 
 interface Xattr { key: Buffer; value: Buffer; shared: number /* offset in shared area, -1 if inline */; id?: string }
 interface Entry { name: Buffer; node: WNode }
@@ -179,7 +182,7 @@ function copyTree(root: FsNode): WNode {
     const n: WNode = {
       mode: src.mode, uid: src.uid, gid: src.gid, nlink: src.nlink, rdev: type === S_IFCHR || type === S_IFBLK ? src.rdev : 0,
       mtimeSec: src.mtimeSec, mtimeNsec: src.mtimeNsec, size: 0,
-      xattrs: new Map(), parent: parent!, name: Buffer.from(path.slice(path.lastIndexOf('/') + 1)), path,
+      xattrs: new Map(), parent: parent!, name: Buffer.from(path.slice(path.lastIndexOf('/') + 1), 'latin1'), path,
       inodeNum: 0, nid: 0, nBlocks: 0, tailSize: 0, compact: false, sortedXattrs: [], xattrSize: 0, ipad: 0, isize: 0,
     };
     if (!parent) n.parent = n;
@@ -187,13 +190,13 @@ function copyTree(root: FsNode): WNode {
       invalid(`${path}: invalid file mode ${src.mode.toString(8)}`);
     }
     for (const [k, v] of src.xattrs) {
-      const kl = Buffer.byteLength(k);
+      const kl = k.length; // binary string: one char per byte
       if (kl === 0 || kl > XATTR_NAME_MAX) invalid(`${path}: invalid xattr name length ${kl}`);
       if (v.length > XATTR_VALUE_MAX) invalid(`${path}: xattr ${k} value too long`);
       n.xattrs.set(k, Buffer.from(v));
     }
     if (type === S_IFLNK) {
-      const t = Buffer.from(src.target ?? '');
+      const t = Buffer.from(src.target ?? '', 'latin1');
       if (t.length === 0) invalid(`${path}: symlink with empty target`);
       if (t.length >= PATH_MAX) invalid(`${path}: symlink target too long (${t.length} bytes)`);
       n.target = t;
@@ -209,7 +212,7 @@ function copyTree(root: FsNode): WNode {
         n.size = 0;
       }
       if (src.payload !== undefined) {
-        if (Buffer.byteLength(src.payload) >= PATH_MAX) invalid(`${path}: payload too long`);
+        if (src.payload.length >= PATH_MAX) invalid(`${path}: payload too long`);
         n.payload = src.payload;
       }
       if (src.digest) {
@@ -223,16 +226,23 @@ function copyTree(root: FsNode): WNode {
       n.entries = [];
       const names = [...(src.children?.keys() ?? [])].sort(compareNames);
       for (const name of names) {
-        const nb = Buffer.from(name);
+        const nb = Buffer.from(name, 'latin1');
         if (nb.length === 0 || nb.length > NAME_MAX || name === '.' || name === '..' || nb.includes(0x2f) || nb.includes(0)) {
-          invalid(`${path}: invalid file name ${JSON.stringify(name)}`);
+          invalid(`${path}: invalid file name "${name}"`);
         }
         const child = src.children!.get(name)!;
         const childPath = `${path === '/' ? '' : path}/${name}`;
         const existing = copies.get(child);
+        const primary = hardlinkPrimary.get(child);
         if (existing) {
           if (typeOf(child) === S_IFDIR) invalid(`${childPath}: directories cannot be hardlinked`);
           n.entries.push({ name: nb, node: existing });
+        } else if (primary && (primary.dir !== src || primary.name !== name)) {
+          // A dump's `@` line met before the line that defines the file: the
+          // inode belongs where that line put it (as mkcomposefs numbers it).
+          const entry: Entry = { name: nb, node: n };
+          n.entries.push(entry);
+          pending.push([entry, child, childPath]);
         } else {
           n.entries.push({ name: nb, node: copy(child, n, childPath) });
         }
@@ -241,7 +251,14 @@ function copyTree(root: FsNode): WNode {
     return n;
   };
   if (typeOf(root) !== S_IFDIR) invalid('the root of a composefs image must be a directory');
-  return copy(root, undefined, '/');
+  const pending: Array<[Entry, FsNode, string]> = [];
+  const out = copy(root, undefined, '/');
+  for (const [entry, child, childPath] of pending) {
+    const node = copies.get(child);
+    if (!node) invalid(`${childPath}: hardlink to a file outside the tree`);
+    entry.node = node!;
+  }
+  return out;
 }
 
 /** Visit each inode once, pre-order, children in name order (upstream's rewrite walk). */
@@ -280,7 +297,7 @@ function addOverlayXattrs(n: WNode, version: number): void {
       Buffer.from(n.digest).copy(meta, 4);
     }
     n.xattrs.set(XATTR_METACOPY, meta);
-    if (n.payload) n.xattrs.set(XATTR_REDIRECT, Buffer.from('/' + n.payload));
+    if (n.payload) n.xattrs.set(XATTR_REDIRECT, Buffer.from('/' + n.payload, 'latin1'));
   }
   if (typeOf(n) === S_IFCHR && n.rdev === 0) {
     n.size = 0;
@@ -386,7 +403,7 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   const keys = new Map<string, Buffer>();
   const internKey = (k: string): Buffer => {
     let b = keys.get(k);
-    if (!b) keys.set(k, (b = Buffer.from(k)));
+    if (!b) keys.set(k, (b = Buffer.from(k, 'latin1')));
     return b;
   };
 

@@ -8,10 +8,11 @@
 import { spawn } from 'node:child_process';
 import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
-import { resolve, join } from 'node:path';
+import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, newNode } from '../tree/node.ts';
 import { CowshedError, errno } from '../util/errors.ts';
+import { bin, escapeName } from '../util/names.ts';
 import { FsVerityHasher, fsverityDigest } from './fsverity.ts';
 
 export interface TreeFromDirectoryOptions {
@@ -26,15 +27,13 @@ export interface TreeFromDirectoryOptions {
   inlineMax?: number;
   /** Called once per external file (by first name), to copy it into an object store. */
   /** Store an external file's content; `data` is its bytes when they were read whole (no second read needed). */
-  storeObject?: (srcPath: string, digest: Buffer, size: number, data?: Uint8Array) => Promise<void>;
+  storeObject?: (srcPath: Buffer, digest: Buffer, size: number, data?: Uint8Array) => Promise<void>;
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-/** getfattr escapes file names with backslash-octal (\012, \134). */
+/** getfattr escapes file names with backslash-octal (\012, \134); `s` is a binary string. */
 function unescapeOctal(s: string): Buffer {
   const bytes: number[] = [];
-  const raw = Buffer.from(s, 'utf8');
+  const raw = Buffer.from(s, 'latin1');
   for (let i = 0; i < raw.length; i++) {
     if (raw[i] === 0x5c && i + 3 < raw.length && /^[0-7]{3}$/.test(raw.subarray(i + 1, i + 4).toString('latin1'))) {
       bytes.push(parseInt(raw.subarray(i + 1, i + 4).toString('latin1'), 8));
@@ -46,7 +45,7 @@ function unescapeOctal(s: string): Buffer {
   return Buffer.from(bytes);
 }
 
-/** All xattrs under `dir` (symlinks not followed), from one `getfattr -R` run, keyed by absolute path bytes read as latin1. */
+/** All xattrs under `dir` (symlinks not followed), from one `getfattr -R` run, keyed by absolute path as a binary string; names are binary strings too. */
 export async function readAllXattrs(dir: string): Promise<Map<string, Map<string, Uint8Array>>> {
   const out = new Map<string, Map<string, Uint8Array>>();
   const child = spawn('getfattr', ['-R', '-d', '-m', '-', '-e', 'hex', '--absolute-names', '-h', dir], {
@@ -63,7 +62,7 @@ export async function readAllXattrs(dir: string): Promise<Map<string, Map<string
   // getfattr prints bytes; decode as latin1 so every byte survives to unescapeOctal.
   const rl = createInterface({ input: child.stdout.setEncoding('latin1'), crlfDelay: Infinity });
   for await (const lineLatin1 of rl) {
-    const line = Buffer.from(lineLatin1, 'latin1').toString('utf8');
+    const line = lineLatin1;
     if (line.startsWith('# file: ')) {
       current = new Map();
       out.set(unescapeOctal(line.slice(8)).toString('latin1'), current);
@@ -73,10 +72,10 @@ export async function readAllXattrs(dir: string): Promise<Map<string, Map<string
       const val = eq < 0 ? '' : line.slice(eq + 1);
       let value: Buffer;
       if (val.startsWith('0x')) value = Buffer.from(val.slice(2), 'hex');
-      else if (val.startsWith('"')) value = Buffer.from(val.slice(1, -1));
+      else if (val.startsWith('"')) value = Buffer.from(val.slice(1, -1), 'latin1');
       else if (val.startsWith('0s')) value = Buffer.from(val.slice(2), 'base64');
       else value = Buffer.alloc(0);
-      current.set(unescapeOctal(key).toString('utf8'), new Uint8Array(value));
+      current.set(unescapeOctal(key).toString('latin1'), new Uint8Array(value));
     }
   }
   const code = await exited.catch((e: unknown) => {
@@ -89,20 +88,20 @@ export async function readAllXattrs(dir: string): Promise<Map<string, Map<string
 /** Files up to this size are read whole (and hashed in memory) rather than streamed. */
 const WHOLE_READ_MAX = 8 << 20;
 
-async function fsverityOfFile(path: string): Promise<Buffer> {
+async function fsverityOfFile(path: Buffer): Promise<Buffer> {
   const h = new FsVerityHasher();
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
   return h.digest();
 }
 
-async function readSmall(path: string, size: number): Promise<Uint8Array> {
+async function readSmall(path: Buffer, size: number): Promise<Uint8Array> {
   const fh = await open(path, 'r');
   try {
     const buf = Buffer.alloc(size);
     let got = 0;
     while (got < size) {
       const { bytesRead } = await fh.read(buf, got, size - got, got);
-      if (bytesRead === 0) throw new CowshedError('EINVAL', `${path}: file shrank while reading`);
+      if (bytesRead === 0) throw new CowshedError('EINVAL', `${escapeName(bin(path))}: file shrank while reading`);
       got += bytesRead;
     }
     return new Uint8Array(buf);
@@ -127,18 +126,19 @@ export async function treeFromDirectory(dir: string, opts: TreeFromDirectoryOpti
   const xattrs = opts.skipXattrs ? new Map<string, Map<string, Uint8Array>>() : await readAllXattrs(top);
   const byIno = new Map<string, FsNode>();
 
-  const load = async (path: string, pathBytes: Buffer): Promise<FsNode | undefined> => {
+  // Paths are bytes (Buffers) for every fs call; names are binary strings.
+  const load = async (path: Buffer): Promise<FsNode | undefined> => {
     try {
-      return await loadEntry(path, pathBytes);
+      return await loadEntry(path);
     } catch (e) {
       if (e instanceof CowshedError) throw e;
       // Files vanishing or unreadable mid-walk: name the file, keep the cause.
-      throw new CowshedError(errno(e) === 'ENOENT' ? 'ENOENT' : 'EINVAL', `cannot read ${path}: ${(e as Error).message}`, { cause: e });
+      throw new CowshedError(errno(e) === 'ENOENT' ? 'ENOENT' : 'EINVAL', `cannot read ${escapeName(bin(path))}: ${(e as Error).message}`, { cause: e });
     }
   };
   // Synchronous calls in the walk: thousands of small files cost a thread-pool
   // round trip each otherwise (5 s instead of well under 1 s for Debian).
-  const loadEntry = async (path: string, pathBytes: Buffer): Promise<FsNode | undefined> => {
+  const loadEntry = async (path: Buffer): Promise<FsNode | undefined> => {
     const st = lstatSync(path, { bigint: true });
     const mode = Number(st.mode);
     const type = mode & S_IFMT;
@@ -158,17 +158,12 @@ export async function treeFromDirectory(dir: string, opts: TreeFromDirectoryOpti
       mtimeNsec: opts.useEpoch ? 0 : Number(st.mtimeNs % 1_000_000_000n),
     });
     if (type !== S_IFDIR && st.nlink > 1n) byIno.set(`${st.dev}:${st.ino}`, node);
-    const xs = xattrs.get(pathBytes.toString('latin1'));
+    const xs = xattrs.get(path.toString('latin1'));
     if (xs) {
       for (const [k, v] of xs) if (!opts.userXattrs || k.startsWith('user.')) node.xattrs.set(k, v);
     }
     if (type === S_IFLNK) {
-      const t = readlinkSync(path, { encoding: 'buffer' });
-      try {
-        node.target = utf8.decode(t);
-      } catch {
-        throw new CowshedError('EUNSUPPORTED', `${path}: symlink target is not valid UTF-8`);
-      }
+      node.target = readlinkSync(path, { encoding: 'latin1' });
     } else if (type === S_IFREG) {
       const size = Number(st.size);
       node.size = size;
@@ -176,7 +171,7 @@ export async function treeFromDirectory(dir: string, opts: TreeFromDirectoryOpti
         node.inline = await readSmall(path, size);
       } else if (size > 0 && size <= WHOLE_READ_MAX) {
         const data = readFileSync(path);
-        if (data.length !== size) throw new CowshedError('EINVAL', `${path}: file changed size while reading`);
+        if (data.length !== size) throw new CowshedError('EINVAL', `${escapeName(bin(path))}: file changed size while reading`);
         const digest = fsverityDigest(data);
         node.digest = new Uint8Array(digest);
         node.payload = digestPath(digest);
@@ -191,29 +186,24 @@ export async function treeFromDirectory(dir: string, opts: TreeFromDirectoryOpti
     return node;
   };
 
-  const root = (await load(top, Buffer.from(top)))!;
-  const stack: [FsNode, string, Buffer][] = [[root, top, Buffer.from(top)]];
+  const topBytes = Buffer.from(top, 'utf8');
+  const root = (await load(topBytes))!;
+  const stack: [FsNode, Buffer][] = [[root, topBytes]];
+  const SLASH = Buffer.from('/');
   while (stack.length) {
-    const [node, path, pathBytes] = stack.pop()!;
-    let names: Buffer[];
+    const [node, path] = stack.pop()!;
+    let names: string[];
     try {
-      names = readdirSync(path, { encoding: 'buffer' });
+      names = readdirSync(path, { encoding: 'latin1' });
     } catch (e) {
-      throw new CowshedError('EINVAL', `cannot list ${path}: ${(e as Error).message}`, { cause: e });
+      throw new CowshedError('EINVAL', `cannot list ${escapeName(bin(path))}: ${(e as Error).message}`, { cause: e });
     }
-    for (const nb of names) {
-      let name: string;
-      try {
-        name = utf8.decode(nb);
-      } catch {
-        throw new CowshedError('EUNSUPPORTED', `${path}: file name is not valid UTF-8`);
-      }
-      const childPath = join(path, name);
-      const childBytes = Buffer.concat([pathBytes, Buffer.from('/'), nb]);
-      const child = await load(childPath, childBytes);
+    for (const name of names) {
+      const childPath = Buffer.concat([path, SLASH, Buffer.from(name, 'latin1')]);
+      const child = await load(childPath);
       if (!child) continue;
       node.children!.set(name, child);
-      if ((child.mode & S_IFMT) === S_IFDIR) stack.push([child, childPath, childBytes]);
+      if ((child.mode & S_IFMT) === S_IFDIR) stack.push([child, childPath]);
     }
   }
   // Directory link counts as the image records them: 2 + subdirectories.

@@ -2,6 +2,7 @@
 // exactly as the kernel and `fsverity digest` do. Objects and composefs images
 // are named by it. Streaming: feed chunks of any size; memory stays bounded
 // (one 4 KiB block per tree level).
+import { isZeroChunk } from '../util/zeros.ts';
 import { hash } from 'node:crypto';
 
 const BLOCK = 4096;
@@ -25,6 +26,7 @@ export class FsVerityHasher {
   update(chunk: Uint8Array): this {
     this.total += chunk.length;
     const d = this.data;
+    const zero = isZeroChunk(chunk);
     let off = 0;
     while (off < chunk.length) {
       if (d.len === BLOCK) { // a held-back block, and more data follows it
@@ -33,8 +35,9 @@ export class FsVerityHasher {
         d.len = 0;
       }
       if (d.len === 0 && chunk.length - off > BLOCK) {
-        // Fast path: hash whole blocks in place while more bytes follow them.
-        this.addDigest(0, sha256(chunk.subarray(off, off + BLOCK)));
+        // Fast path: hash whole blocks in place while more bytes follow them
+        // (a hole of a sparse file: one digest for every zero block).
+        this.addDigest(0, zero ? (ZERO_BLOCK_DIGEST ??= sha256(Buffer.alloc(BLOCK))) : sha256(chunk.subarray(off, off + BLOCK)));
         d.emitted++;
         off += BLOCK;
         continue;
@@ -94,5 +97,7 @@ export class FsVerityHasher {
 export function fsverityDigest(data: Uint8Array): Buffer {
   return new FsVerityHasher().update(data).digest();
 }
+
+let ZERO_BLOCK_DIGEST: Buffer | undefined;
 
 export const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');

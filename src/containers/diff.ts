@@ -6,10 +6,15 @@
 // path existed in the image is asked of the image's EROFS mount. Output
 // follows `podman diff`: A added, C changed, D deleted, and the parent
 // directories of a change as C.
-import { readdirSync, lstatSync, type Stats } from 'node:fs';
+import { readdirSync as readdirRaw, lstatSync as lstatRaw, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { readXattrsRecursive } from '../util/xattrs.ts';
 import { type FsNode, S_IFMT, isDir, isReg, walk, compareNames } from '../tree/node.ts';
+import { fromHost, fsPath } from '../util/names.ts';
+
+// Paths here are binary strings (util/names.ts): read and looked up as bytes.
+const readdirSync = (p: string): string[] => readdirRaw(fsPath(p), { encoding: 'latin1' });
+const lstatSync = (p: string): Stats => lstatRaw(fsPath(p));
 
 export type ChangeKind = 'A' | 'C' | 'D';
 export interface Change { kind: ChangeKind; path: string }
@@ -27,11 +32,13 @@ function exists(path: string): Stats | undefined {
  * Changes of a container: `upper` is its upper directory, `lower` the path
  * of its image's mounted EROFS tree.
  */
-export function diffUpper(upper: string, lower: string): Change[] {
+export function diffUpper(upperDir: string, lowerDir: string): Change[] {
+  const upper = fromHost(upperDir);
+  const lower = fromHost(lowerDir);
   // The overlay's own xattrs on upper entries (opaque, redirect), keyed by path below upper.
   const xattrs = new Map<string, Map<string, string>>();
   for (const [path, xs] of readXattrsRecursive(upper, '^trusted\\.overlay\\.')) {
-    xattrs.set(path === upper ? '' : path.slice(upper.length), new Map([...xs].map(([k, v]) => [k, Buffer.from(v).toString()])));
+    xattrs.set(path === upper ? '' : path.slice(upper.length), new Map([...xs].map(([k, v]) => [k, Buffer.from(v).toString('latin1')])));
   }
   const changes: Change[] = [];
   const add = (kind: ChangeKind, path: string) => changes.push({ kind, path });

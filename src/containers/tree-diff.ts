@@ -2,6 +2,7 @@
 // root walked and compared with the image's recorded tree. The cost follows
 // the image's size; composefs and overlay read only what changed.
 import { readdirSync, lstatSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { fromHost, fsPath } from '../util/names.ts';
 import { join } from 'node:path';
 import { type FsNode, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, compareNames } from '../tree/node.ts';
 import { readXattrsRecursive } from '../util/xattrs.ts';
@@ -28,21 +29,23 @@ function changed(n: FsNode, st: BigIntStats, path: string, x: Map<string, Uint8A
   const delta = st.mtimeNs - (BigInt(n.mtimeSec) * 1_000_000_000n + BigInt(n.mtimeNsec));
   if (delta > 1000n || delta < -1000n) return true;
   if (type === S_IFREG) return Number(st.size) !== n.size;
-  if (type === S_IFLNK) return readlinkSync(path) !== n.target;
+  if (type === S_IFLNK) return readlinkSync(fsPath(path), { encoding: 'latin1' }) !== n.target;
   return Number(st.rdev) !== n.rdev;
 }
 
-export function diffAgainstTree(rootfs: string, image: FsNode): Change[] {
+export function diffAgainstTree(rootDir: string, image: FsNode): Change[] {
+  // Paths are binary strings (util/names.ts), given to fs calls as bytes.
+  const rootfs = fromHost(rootDir);
   const xattrs = readXattrsRecursive(rootfs);
   const changes: Change[] = [];
   const visit = (dir: string, rel: string, node: FsNode | undefined): void => {
-    const names = readdirSync(dir).sort(compareNames);
+    const names = readdirSync(fsPath(dir), { encoding: 'latin1' }).sort(compareNames);
     const present = new Set(names);
     if (node?.children) for (const name of node.children.keys()) if (!present.has(name)) changes.push({ kind: 'D', path: `${rel}/${name}` });
     for (const name of names) {
       const path = join(dir, name);
       const p = `${rel}/${name}`;
-      const st = lstatSync(path, { bigint: true });
+      const st = lstatSync(fsPath(path), { bigint: true });
       const n = node?.children?.get(name);
       if (!n) changes.push({ kind: 'A', path: p });
       else if (changed(n, st, path, xattrs.get(path))) changes.push({ kind: 'C', path: p });

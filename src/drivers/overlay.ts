@@ -8,7 +8,6 @@
 import {
   createWriteStream, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, linkSync, copyFileSync,
 } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
@@ -16,7 +15,8 @@ import { Readable } from 'node:stream';
 import type { Store } from '../store/store.ts';
 import { registerDriver, type StorageDriver } from './driver.ts';
 import { containerPaths, withMountLock, ensureLower, releaseLower } from './composefs.ts';
-import { applyMetadata, type Meta } from './materialize.ts';
+import { applyMetadata, makeSpecial, setXattrs, type Meta } from './materialize.ts';
+import { escapeName, fromHost, fsPath } from '../util/names.ts';
 import { readTar } from '../tar/reader.ts';
 import { splitArchivePath } from '../tree/layers.ts';
 import { diffUpper } from '../containers/diff.ts';
@@ -30,70 +30,96 @@ const layerDir = (store: Store, diffId: string): string => join(layersDir(store)
 /** overlay2's short link name for a layer: 26 characters derived from its diff ID. */
 const shortName = (diffId: string): string => createHash('sha256').update(diffId).digest('base64url').slice(0, 26);
 
-/** Extract one layer into a directory of its own, atomically (temp dir, then rename). */
+/**
+ * Extract one layer into a directory of its own, atomically (temp dir, then
+ * rename). Names are binary strings (util/names.ts), written as their bytes;
+ * a name repeated in the layer is replaced by its later entry, as on import.
+ */
 async function extractLayer(store: Store, imageId: string, index: number, diffId: string, lowerDirs: string[]): Promise<void> {
   const final = layerDir(store, diffId);
   if (existsSync(final)) return;
   const tmp = join(layersDir(store), `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  const root = join(tmp, 'diff');
-  mkdirSync(root, { recursive: true, mode: 0o755 });
-  const entries: Array<[string, Meta]> = [];
-  const dirs: Array<[string, Meta]> = [];
+  const root = fromHost(join(tmp, 'diff'));
+  mkdirSync(fsPath(root), { recursive: true, mode: 0o755 });
+  // By path: a later entry of the same name replaces the earlier one's metadata.
+  const entries = new Map<string, Meta>();
+  const dirs = new Map<string, Meta>();
+  const opaque: Array<[string, Map<string, Uint8Array>]> = [];
   const noMeta = new Map<string, Uint8Array>();
+  /** Clears the way for a new entry at `path`, as GNU tar does (a directory again is kept). */
+  const makeRoom = (path: string, keepDir: boolean): boolean => {
+    const st = lstatOrNull(path);
+    if (!st) return false;
+    if (st.isDirectory()) {
+      if (keepDir) return true;
+      rmSync(fsPath(path), { recursive: true, force: true });
+      dirs.delete(path);
+    } else {
+      rmSync(fsPath(path), { force: true });
+      entries.delete(path);
+    }
+    return false;
+  };
   try {
     for await (const e of readTar(store.layerTar(imageId, index))) {
       const parts = splitArchivePath(e.path);
       const meta: Meta = { mode: e.mode, uid: e.uid, gid: e.gid, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, xattrs: e.xattrs };
-      if (parts.length === 0) { dirs.push([root, { ...meta, mode: S_IFDIR | e.mode }]); continue; }
+      if (parts.length === 0) { dirs.set(root, { ...meta, mode: S_IFDIR | e.mode }); continue; }
       let parent = root;
       for (const p of parts.slice(0, -1)) {
         parent = join(parent, p);
         const st = lstatOrNull(parent);
-        if (!st) mkdirSync(parent, { mode: 0o755 });
-        else if (!st.isDirectory()) throw new CowshedError('EHOSTILE', `${e.path}: goes through a non-directory`);
+        if (!st) mkdirSync(fsPath(parent), { mode: 0o755 });
+        else if (!st.isDirectory()) throw new CowshedError('EHOSTILE', `${escapeName(e.path)}: goes through a non-directory`);
       }
       const name = parts[parts.length - 1]!;
       const path = join(parent, name);
       if (name === '.wh..wh..opq') {
-        execFileSync('setfattr', ['-h', '-n', 'trusted.overlay.opaque', '-v', 'y', parent]);
+        opaque.push([parent, new Map([['trusted.overlay.opaque', Buffer.from('y')]])]);
         continue;
       }
       if (name.startsWith('.wh.')) {
-        execFileSync('mknod', [join(parent, name.slice(4)), 'c', '0', '0']);
+        makeRoom(join(parent, name.slice(4)), false);
+        makeSpecial(join(parent, name.slice(4)), ['c', '0', '0']);
         continue;
       }
       if (e.type === 'dir') {
-        if (!lstatOrNull(path)) mkdirSync(path, { mode: 0o755 });
-        dirs.push([path, { ...meta, mode: S_IFDIR | e.mode }]);
+        if (!makeRoom(path, true)) mkdirSync(fsPath(path), { mode: 0o755 });
+        dirs.set(path, { ...meta, mode: S_IFDIR | e.mode });
         continue;
       }
-      if (e.type === 'file') {
-        await pipeline(Readable.from(e.body()), createWriteStream(path, { mode: 0o600 }));
-        e.setContentDigest(new Uint8Array(32)); // no tar-split is recorded here
-      } else if (e.type === 'symlink') {
-        symlinkSync(e.linkname, path);
-      } else if (e.type === 'hardlink') {
+      if (e.type === 'hardlink') {
         const inLayer = join(root, ...splitArchivePath(e.linkname));
-        if (lstatOrNull(inLayer)) { linkSync(inLayer, path); continue; }
+        if (inLayer === path) continue; // a link to itself: nothing changes
+        makeRoom(path, false);
+        if (lstatOrNull(inLayer)) { linkSync(fsPath(inLayer), fsPath(path)); continue; }
         // A link to a file of a lower layer: overlay layers cannot share an
         // inode across layers, so this layer gets a copy (as overlay2 does).
-        const below = lowerDirs.map((d) => join(d, ...splitArchivePath(e.linkname))).find((p) => lstatOrNull(p));
-        if (!below) throw new CowshedError('EFORMAT', `${e.path}: hardlink to missing ${e.linkname}`);
-        copyFileSync(below, path);
-        const st = lstatSync(below, { bigint: true });
-        entries.push([path, {
+        const below = lowerDirs.map((d) => join(fromHost(d), ...splitArchivePath(e.linkname))).find((p) => lstatOrNull(p));
+        if (!below) throw new CowshedError('EFORMAT', `${escapeName(e.path)}: hardlink to missing ${escapeName(e.linkname)}`);
+        copyFileSync(fsPath(below), fsPath(path));
+        const st = lstatSync(fsPath(below), { bigint: true });
+        entries.set(path, {
           mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid),
           mtimeSec: Number(st.mtimeNs / 1_000_000_000n), mtimeNsec: Number(st.mtimeNs % 1_000_000_000n), xattrs: e.xattrs,
-        }]);
+        });
         continue;
-      } else if (e.type === 'char' || e.type === 'block') {
-        execFileSync('mknod', [path, e.type === 'char' ? 'c' : 'b', String(e.devmajor), String(e.devminor)]);
-      } else if (e.type === 'fifo') {
-        execFileSync('mkfifo', [path]);
       }
-      entries.push([path, e.type === 'symlink' ? { ...meta, mode: 0o120000, xattrs: meta.xattrs.size ? meta.xattrs : noMeta } : meta]);
+      makeRoom(path, false);
+      if (e.type === 'file') {
+        await pipeline(Readable.from(e.body()), createWriteStream(fsPath(path), { mode: 0o600 }));
+        e.setContentDigest(new Uint8Array(32)); // no tar-split is recorded here
+      } else if (e.type === 'symlink') {
+        symlinkSync(fsPath(e.linkname), fsPath(path));
+      } else if (e.type === 'char' || e.type === 'block') {
+        makeSpecial(path, [e.type === 'char' ? 'c' : 'b', String(e.devmajor), String(e.devminor)]);
+      } else if (e.type === 'fifo') {
+        makeSpecial(path, ['p']);
+      }
+      entries.set(path, e.type === 'symlink' ? { ...meta, mode: 0o120000, xattrs: meta.xattrs.size ? meta.xattrs : noMeta } : meta);
     }
-    applyMetadata(entries, dirs);
+    applyMetadata([...entries], [...dirs]);
+    setXattrs(opaque);
     const link = join(layersDir(store), 'l', shortName(diffId));
     rmSync(link, { force: true });
     symlinkSync(`../${diffId.replace(/^sha256:/, '')}/diff`, link);
@@ -105,7 +131,7 @@ async function extractLayer(store: Store, imageId: string, index: number, diffId
 }
 
 function lstatOrNull(p: string) {
-  try { return lstatSync(p); } catch { return undefined; }
+  try { return lstatSync(fsPath(p)); } catch { return undefined; }
 }
 
 function layerIds(store: Store, imageId: string): string[] {

@@ -7,6 +7,7 @@
 // digests and sizes, each layer blob while it streams, each layer's
 // uncompressed tar against the config's diff ID.
 
+import { fromHost } from '../util/names.ts';
 import { createReadStream } from 'node:fs';
 import { tarFromWorker, WORKER_MIN_SIZE } from './layer-pipe.ts';
 import { stat } from 'node:fs/promises';
@@ -116,8 +117,9 @@ class ArchiveReader implements MemberReader {
   }
 }
 
+/** A member path from JSON (text) as the archive index keys it (binary strings, util/names.ts). */
 function normalizeMemberPath(p: string): string {
-  let s = p;
+  let s = fromHost(p);
   while (s.startsWith('./')) s = s.slice(2);
   return s;
 }

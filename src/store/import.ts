@@ -4,6 +4,7 @@
 // each layer can be rebuilt byte for byte. Nothing becomes visible until the
 // final database transaction; a failure leaves the store as it was (at most
 // garbage under tmp/ that gc and fsck clean).
+import { fromHost } from '../util/names.ts';
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { Store } from './store.ts';
@@ -231,20 +232,28 @@ function storedLayerRead(store: Store, layer: LayerRef, objects: Map<string, num
   };
 }
 
-/** Entries as JSON: byte fields (xattr values, digests, inline contents) in base64. */
+/**
+ * Entries as JSON, `{"v":2,"e":[...]}`: byte fields (xattr values, digests,
+ * inline contents) in base64; names, link targets and xattr names are
+ * binary strings (one char per byte, util/names.ts), which JSON keeps exactly.
+ */
 function encodeEntries(entries: Array<[EntryMeta, FileContent | undefined]>): Buffer {
   const b64 = (u: Uint8Array | undefined) => (u ? Buffer.from(u).toString('base64') : undefined);
-  return Buffer.from(JSON.stringify(entries.map(([e, c]) => [
+  return Buffer.from(JSON.stringify({ v: 2, e: entries.map(([e, c]) => [
     { ...e, xattrs: [...e.xattrs].map(([k, v]) => [k, b64(v)]) },
     c && { digest: b64(c.digest), inline: b64(c.inline), payload: c.payload },
-  ])));
+  ]) }));
 }
 
 function decodeEntries(buf: Buffer): Array<[EntryMeta, FileContent | undefined]> {
   const bytes = (s: string | undefined) => (s === undefined ? undefined : Buffer.from(s, 'base64'));
   type Raw = [Omit<EntryMeta, 'xattrs'> & { xattrs: Array<[string, string]> }, { digest?: string; inline?: string; payload?: string } | null];
-  return (JSON.parse(buf.toString()) as Raw[]).map(([e, c]) => [
-    { ...e, xattrs: new Map(e.xattrs.map(([k, v]) => [k, Buffer.from(v, 'base64')])) },
+  const parsed = JSON.parse(buf.toString()) as Raw[] | { v: 2; e: Raw[] };
+  // Records written before names were bytes (a bare array) held names decoded as UTF-8: encode them back.
+  const old = Array.isArray(parsed);
+  const name = (s: string): string => (old ? fromHost(s) : s);
+  return (old ? parsed : parsed.e).map(([e, c]) => [
+    { ...e, path: name(e.path), linkname: name(e.linkname), xattrs: new Map(e.xattrs.map(([k, v]) => [name(k), Buffer.from(v, 'base64')])) },
     c ? { digest: bytes(c.digest), inline: bytes(c.inline), payload: c.payload } : undefined,
   ]);
 }

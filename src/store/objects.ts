@@ -6,7 +6,8 @@
 // renamed into place, then a second syncfs makes the renames durable. Only
 // then may the database reference them. A crash leaves garbage in tmp/ or
 // unreferenced objects (gc removes them), never a named object with bad bytes.
-import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, writeSync, mkdirSync, statSync, readdirSync, createReadStream } from 'node:fs';
+import { isZeroChunk } from '../util/zeros.ts';
+import { ftruncateSync, closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, writeSync, mkdirSync, statSync, readdirSync, createReadStream } from 'node:fs';
 import { basename, join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -177,15 +178,21 @@ export class ObjectBatch {
     let fd: number;
     try { fd = openSync(tmp, 'wx', 0o644); } catch (e) { throw asSpaceError(e, 'an object'); }
     let size = 0;
+    let written = 0;
     return {
       write: (chunk: Uint8Array) => {
-        try {
-          let off = 0;
-          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
-        } catch (e) { throw asSpaceError(e, 'an object'); }
+        // Holes of sparse files (util/zeros.ts) stay holes: nothing is written for them.
+        if (!isZeroChunk(chunk)) {
+          try {
+            let off = 0;
+            while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off, size + off);
+          } catch (e) { throw asSpaceError(e, 'an object'); }
+          written = size + chunk.length;
+        }
         size += chunk.length;
       },
       finish: (hex: string) => {
+        if (written < size) ftruncateSync(fd, size);
         closeSync(fd);
         if (this.has(hex)) { rmSync(tmp, { force: true }); return; }
         this.staged.set(hex, tmp);

@@ -3,7 +3,16 @@
 // targets, big numbers, nanosecond mtimes, xattrs, which are binary and go in
 // `SCHILY.xattr.*` records as raw bytes). GNU tar reads the result with
 // --xattrs; so does our reader.
+//
+// Names are binary strings (util/names.ts) and are written as the bytes they
+// are: ASCII ones in ustar fields (PAX when too long), UTF-8 ones in PAX
+// records, and names that are not UTF-8 as raw bytes in the ustar fields or,
+// when too long, in GNU long-name ('L'/'K') records: GNU tar, Go's
+// archive/tar (umoci, podman) and our reader all take those bytes verbatim,
+// whereas a PAX path that is not UTF-8 needs hdrcharset=BINARY, which GNU
+// tar ignores.
 import { CowshedError } from '../util/errors.ts';
+import { escapeName, isUtf8 } from '../util/names.ts';
 import type { TarEntryType } from './reader.ts';
 
 export interface TarHeaderInput {
@@ -54,7 +63,7 @@ function putBase256(block: Buffer, off: number, len: number, v: number): void {
 
 /** One PAX record, "LEN KEY=VALUE\n", where LEN counts the whole record including its own digits. */
 function paxRecord(key: string, value: Uint8Array): Buffer {
-  const body = Buffer.concat([Buffer.from(` ${key}=`, 'utf8'), value, Buffer.from('\n')]);
+  const body = Buffer.concat([Buffer.from(` ${key}=`, 'latin1'), value, Buffer.from('\n')]);
   let len = body.length + 1;
   while (String(len).length + body.length !== len) len = String(len).length + body.length;
   return Buffer.concat([Buffer.from(String(len), 'latin1'), body]);
@@ -68,6 +77,16 @@ function splitUstarPath(p: Buffer): [Buffer, Buffer] | null {
     if (p[i] === 0x2f && p.length - i - 1 <= 100 && p.length - i - 1 > 0) return [p.subarray(0, i), p.subarray(i + 1)];
   }
   return null;
+}
+
+/** A GNU long name ('L') or long link name ('K') header and its NUL-ended data, as GNU tar writes them. */
+function gnuLongName(flag: 'L' | 'K', name: Buffer): Buffer {
+  const data = Buffer.concat([name, Buffer.alloc(1)]);
+  const b = ustarBlock({
+    name: Buffer.from('././@LongLink', 'latin1'), prefix: Buffer.alloc(0), mode: 0o644, uid: 0, gid: 0, size: data.length,
+    mtime: 0, typeflag: flag, linkname: Buffer.alloc(0), uname: Buffer.alloc(0), gname: Buffer.alloc(0), devmajor: 0, devminor: 0,
+  });
+  return Buffer.concat([b, data, Buffer.alloc((BLOCK - (data.length % BLOCK)) % BLOCK)]);
 }
 
 function ustarBlock(f: {
@@ -99,7 +118,7 @@ function ustarBlock(f: {
 }
 
 const checkInt = (v: number, what: string, path: string, min = 0): number => {
-  if (!Number.isSafeInteger(v) || v < min) throw new CowshedError('EINVAL', `tar: bad ${what} ${v} for ${path}`);
+  if (!Number.isSafeInteger(v) || v < min) throw new CowshedError('EINVAL', `tar: bad ${what} ${v} for ${escapeName(path)}`);
   return v;
 };
 
@@ -107,14 +126,14 @@ const checkInt = (v: number, what: string, path: string, min = 0): number => {
 export function tarHeaderBlocks(h: TarHeaderInput): Buffer {
   let path = h.path;
   if (path === '') throw new CowshedError('EINVAL', 'tar: empty path');
-  if (path.includes('\0') || (h.linkname ?? '').includes('\0')) throw new CowshedError('EINVAL', `tar: NUL byte in name ${JSON.stringify(path)}`);
+  if (path.includes('\0') || (h.linkname ?? '').includes('\0')) throw new CowshedError('EINVAL', `tar: NUL byte in name ${escapeName(path)}`);
   if (h.type === 'dir' && !path.endsWith('/')) path += '/';
   const size = h.type === 'file' ? checkInt(h.size ?? 0, 'size', path) : 0;
   const uid = checkInt(h.uid ?? 0, 'uid', path);
   const gid = checkInt(h.gid ?? 0, 'gid', path);
   const mtimeSec = checkInt(h.mtimeSec ?? 0, 'mtime', path, Number.MIN_SAFE_INTEGER);
   const mtimeNsec = checkInt(h.mtimeNsec ?? 0, 'mtime nanoseconds', path);
-  if (mtimeNsec > 999_999_999) throw new CowshedError('EINVAL', `tar: bad mtime nanoseconds ${mtimeNsec} for ${path}`);
+  if (mtimeNsec > 999_999_999) throw new CowshedError('EINVAL', `tar: bad mtime nanoseconds ${mtimeNsec} for ${escapeName(path)}`);
   const isDev = h.type === 'char' || h.type === 'block';
   const devmajor = isDev ? checkInt(h.devmajor ?? 0, 'devmajor', path) : 0;
   const devminor = isDev ? checkInt(h.devminor ?? 0, 'devminor', path) : 0;
@@ -123,14 +142,21 @@ export function tarHeaderBlocks(h: TarHeaderInput): Buffer {
   const gname = h.gname ?? '';
 
   const pax: Buffer[] = [];
-  const pathBytes = Buffer.from(path, 'utf8');
-  let split = isAscii(path) ? splitUstarPath(pathBytes) : null;
+  const gnu: Buffer[] = [];
+  const pathBytes = Buffer.from(path, 'latin1');
+  const pathUtf8 = isAscii(path) || isUtf8(pathBytes);
+  let split = isAscii(path) || !pathUtf8 ? splitUstarPath(pathBytes) : null;
   if (!split) {
-    pax.push(paxRecord('path', pathBytes));
+    if (pathUtf8) pax.push(paxRecord('path', pathBytes));
+    else gnu.push(gnuLongName('L', pathBytes));
     split = [Buffer.alloc(0), pathBytes.subarray(0, 100)];
   }
-  const linkBytes = Buffer.from(linkname, 'utf8');
-  if (linkBytes.length > 100 || !isAscii(linkname)) pax.push(paxRecord('linkpath', linkBytes));
+  const linkBytes = Buffer.from(linkname, 'latin1');
+  if (isAscii(linkname) || isUtf8(linkBytes)) {
+    if (linkBytes.length > 100 || !isAscii(linkname)) pax.push(paxRecord('linkpath', linkBytes));
+  } else if (linkBytes.length > 100) {
+    gnu.push(gnuLongName('K', linkBytes));
+  }
   const numeric = (key: string, v: number, len: number): number => {
     if (v <= octalMax(len)) return v;
     pax.push(paxRecord(key, Buffer.from(String(v))));
@@ -153,15 +179,15 @@ export function tarHeaderBlocks(h: TarHeaderInput): Buffer {
     mtimeField = Math.min(Math.max(mtimeSec, 0), octalMax(12));
   }
   const nameField = (key: string, v: string, len: number): Buffer => {
-    const b = Buffer.from(v, 'utf8');
-    if (b.length <= len && isAscii(v)) return b;
+    const b = Buffer.from(v, 'latin1');
+    if (b.length <= len && (isAscii(v) || !isUtf8(b))) return b;
     pax.push(paxRecord(key, b));
     return Buffer.alloc(0);
   };
   const unameField = nameField('uname', uname, 32);
   const gnameField = nameField('gname', gname, 32);
   for (const [k, v] of [...(h.xattrs ?? new Map<string, Uint8Array>())].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    if (k === '' || k.includes('=') || k.includes('\0')) throw new CowshedError('EINVAL', `tar: bad xattr name ${JSON.stringify(k)} on ${path}`);
+    if (k === '' || k.includes('=') || k.includes('\0')) throw new CowshedError('EINVAL', `tar: bad xattr name ${escapeName(k)} on ${escapeName(path)}`);
     pax.push(paxRecord(`SCHILY.xattr.${k}`, v));
   }
 
@@ -180,6 +206,7 @@ export function tarHeaderBlocks(h: TarHeaderInput): Buffer {
     }));
     blocks.push(data, Buffer.alloc((BLOCK - (data.length % BLOCK)) % BLOCK));
   }
+  blocks.push(...gnu);
   blocks.push(ustarBlock({
     name: split[1], prefix: split[0], mode: h.mode & 0o7777, uid: uidField, gid: gidField, size: sizeField,
     mtime: mtimeField, typeflag: TYPEFLAG[h.type], linkname: linkBytes.length <= 100 ? linkBytes : linkBytes.subarray(0, 100),
@@ -207,7 +234,7 @@ export async function* writeTar(
       }
     }
     if (written !== size) {
-      throw new CowshedError('EINVAL', `tar: ${header.path} has ${written > size ? 'more' : 'fewer'} bytes than its size ${size}`);
+      throw new CowshedError('EINVAL', `tar: ${escapeName(header.path)} has ${written > size ? 'more' : 'fewer'} bytes than its size ${size}`);
     }
     const pad = (BLOCK - (size % BLOCK)) % BLOCK;
     if (pad > 0) yield Buffer.alloc(pad);

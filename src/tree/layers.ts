@@ -1,10 +1,13 @@
 // Flattening OCI layers into one tree, in layer order: each entry adds or
 // replaces a path; `.wh.NAME` deletes NAME from lower layers; `.wh..wh..opq`
 // hides everything lower layers put in its directory. Hostile paths (`..`,
-// absolute, through symlinks) and broken ones (hardlinks to nothing,
-// duplicates) are refused: the tree is built in memory, so nothing is ever
+// absolute, through symlinks) and broken ones (hardlinks to nothing) are
+// refused. A name repeated within a layer: the later entry wins, as GNU tar
+// extracts it (a directory again keeps its contents; a non-directory
+// replaces an empty directory, never a non-empty one): the tree is built in memory, so nothing is ever
 // written outside the store, but an image that tries it is not imported.
 import { CowshedError } from '../util/errors.ts';
+import { escapeName } from '../util/names.ts';
 import type { TarEntry, TarEntryType } from '../tar/reader.ts';
 import {
   type FsNode, newNode, makedev, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFMT, isDir,
@@ -41,9 +44,9 @@ const broken = (msg: string): never => { throw new CowshedError('EFORMAT', msg);
  * memory, so nothing can be written outside the image either way.
  */
 export function splitArchivePath(raw: string, what = 'entry'): string[] {
-  if (raw.includes('\0')) hostile(`${what} ${JSON.stringify(raw)}: NUL byte in path`);
+  if (raw.includes('\0')) hostile(`${what} "${escapeName(raw)}": NUL byte in path`);
   const parts = raw.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.includes('..')) hostile(`${what} ${JSON.stringify(raw)}: path with '..'`);
+  if (parts.includes('..')) hostile(`${what} "${escapeName(raw)}": path with '..'`);
   return parts;
 }
 
@@ -67,7 +70,7 @@ export class LayerTreeBuilder {
   /** Apply one tar entry; `content` is required for regular files. */
   apply(e: EntryMeta, content?: FileContent): void {
     const parts = splitArchivePath(e.path);
-    const where = `${this.layerName}: ${JSON.stringify(e.path)}`;
+    const where = `${this.layerName}: "${escapeName(e.path)}"`;
     if (parts.length === 0) {
       if (e.type !== 'dir') broken(`${where}: the root must be a directory`);
       this.setMeta(this.root, e);
@@ -91,14 +94,15 @@ export class LayerTreeBuilder {
     }
 
     const existing = parent.children!.get(name);
-    if (existing && this.current.has(existing) && !(e.type === 'dir' && isDir(existing))) {
-      broken(`${where}: duplicate entry`);
+    if (existing && this.current.has(existing) && isDir(existing) && e.type !== 'dir' && existing.children!.size > 0) {
+      // GNU tar removes what is in the way with unlink or rmdir, so a non-empty directory stays and the member fails.
+      broken(`${where}: a later entry of the layer replaces the non-empty directory it added`);
     }
 
     let node: FsNode;
     if (e.type === 'hardlink') {
-      const target = this.lookup(splitArchivePath(e.linkname, 'hardlink target'), `${where} -> ${JSON.stringify(e.linkname)}`);
-      if (!target) broken(`${where}: hardlink to missing ${JSON.stringify(e.linkname)}`);
+      const target = this.lookup(splitArchivePath(e.linkname, 'hardlink target'), `${where} -> "${escapeName(e.linkname)}"`);
+      if (!target) broken(`${where}: hardlink to missing "${escapeName(e.linkname)}"`);
       if (isDir(target!)) broken(`${where}: hardlink to a directory`);
       if (target === existing) return; // a link to itself: nothing changes
       node = target!;

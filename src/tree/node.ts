@@ -27,7 +27,7 @@ export interface FsNode {
   mtimeNsec: number;
   /** Content length for regular files; 0 for others (symlinks: target length is derived). */
   size: number;
-  /** Symlink target. */
+  /** Symlink target (a binary string: one char per byte, like every name here). */
   target?: string;
   /** Content of a small regular file kept inside the metadata image. */
   inline?: Uint8Array;
@@ -37,7 +37,7 @@ export interface FsNode {
   payload?: string;
   /** Extended attributes: full key ("user.foo", "security.capability") to raw bytes. */
   xattrs: Map<string, Uint8Array>;
-  /** Directory entries, by name (no "." or ".."). */
+  /** Directory entries, by name (binary strings; no "." or ".."). */
   children?: Map<string, FsNode>;
 }
 
@@ -80,13 +80,18 @@ export function* walk(root: FsNode, prefix = ''): Generator<[string, FsNode]> {
 }
 
 /**
- * Byte-wise comparison of names (as UTF-8), the order EROFS directories use.
- * UTF-16 code-unit order is the same as UTF-8 byte order except around
- * surrogates (characters above U+FFFF), so only names holding those pay for
- * an encoding; sorting big directories stays cheap.
+ * Byte order of names, the order EROFS directories use. Names are binary
+ * strings (one char per byte, see util/names.ts), so this is plain string
+ * comparison.
  */
 export function compareNames(a: string, b: string): number {
-  if (!SURROGATE.test(a) && !SURROGATE.test(b)) return a < b ? -1 : a > b ? 1 : 0;
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+  return a < b ? -1 : a > b ? 1 : 0;
 }
-const SURROGATE = /[\ud800-\udfff]/;
+
+/**
+ * Where a hardlinked file was defined, when that is not simply its first
+ * name in name order: a composefs dump defines it on one line and names it
+ * again with `@` lines, and mkcomposefs places the inode where the defining
+ * line put it. Set by the dump parser, read by the EROFS writer.
+ */
+export const hardlinkPrimary = new WeakMap<FsNode, { dir: FsNode; name: string }>();

@@ -6,8 +6,11 @@
 // /proc/self/fd/N (the kernel resolves that to the open directory itself),
 // refusing symlinks at every step: paths handed out by `path()` have every
 // parent pinned, and only their last component is looked up by name.
+// Relative paths and names are binary strings (util/names.ts): every fs call
+// gets them as bytes.
 import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, type BigIntStats } from 'node:fs';
 import { CowshedError, errno } from './errors.ts';
+import { escapeName, fsPath } from './names.ts';
 
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 // O_NONBLOCK: a regular file swapped for a fifo must not hang the open.
@@ -43,7 +46,7 @@ export class BeneathRoot {
   /** lstat of the entry at `rel`; one that vanished is a change under way. */
   lstat(rel: string): BigIntStats {
     try {
-      return lstatSync(this.path(rel), { bigint: true });
+      return lstatSync(fsPath(this.path(rel)), { bigint: true });
     } catch (e) {
       if (e instanceof CowshedError) throw e;
       throw this.changed(rel, `it cannot be read (${errno(e) ?? String(e)})`, e);
@@ -52,7 +55,7 @@ export class BeneathRoot {
 
   readlink(rel: string): string {
     try {
-      return readlinkSync(this.path(rel));
+      return readlinkSync(fsPath(this.path(rel)), { encoding: 'latin1' });
     } catch (e) {
       throw this.changed(rel, `it cannot be read (${errno(e) ?? String(e)})`, e);
     }
@@ -67,7 +70,7 @@ export class BeneathRoot {
     const p = this.path(rel);
     let fd: number;
     try {
-      fd = openSync(p, FILE_FLAGS);
+      fd = openSync(fsPath(p), FILE_FLAGS);
     } catch (e) {
       throw this.changed(rel, `it cannot be opened (${errno(e) ?? String(e)})`, e);
     }
@@ -107,7 +110,7 @@ export class BeneathRoot {
     const parent = this.dirFd(parts.slice(0, -1));
     let fd: number;
     try {
-      fd = openSync(`${this.fdPath(parent, false)}/${name}`, DIR_FLAGS);
+      fd = openSync(fsPath(`${this.fdPath(parent, false)}/${name}`), DIR_FLAGS);
     } catch (e) {
       const code = errno(e);
       // ELOOP: a symlink where a directory was; ENOTDIR: something else is.
@@ -119,6 +122,6 @@ export class BeneathRoot {
 
   /** The error for `rel` having changed under the reader. */
   changed(rel: string, why: string, cause?: unknown): CowshedError {
-    return new CowshedError('EBUSY', `${this.what} changed while it was read: /${rel.replace(/^\/+/, '')}: ${why}; stop the container and try again`, { cause });
+    return new CowshedError('EBUSY', `${this.what} changed while it was read: /${escapeName(rel.replace(/^\/+/, ''))}: ${why}; stop the container and try again`, { cause });
   }
 }

@@ -16,6 +16,7 @@ import { writeComposefsImage } from '../../src/composefs/erofs-writer.ts';
 import { readComposefsImage } from '../../src/composefs/erofs-reader.ts';
 import { printDump } from '../../src/composefs/dump.ts';
 import { treeFromDirectory, readAllXattrs } from '../../src/composefs/from-dir.ts';
+import { fromHost } from '../../src/util/names.ts';
 import { FsVerityHasher } from '../../src/composefs/fsverity.ts';
 import {
   type FsNode, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, newNode, makedev, walk,
@@ -128,7 +129,7 @@ function expected(root: FsNode, contents: Map<FsNode, Buffer>): Map<string, Desc
       for (const k of ['trusted.overlay.opaque', 'user.overlay.opaque']) xattrs.set(k, Buffer.from('x'));
     }
     if (!ids.has(n)) ids.set(n, String(ids.size));
-    out.set(path, {
+    out.set(Buffer.from(path, "latin1").toString("utf8"), { // tree names are bytes; the mount is read as UTF-8 text
       line: describe({
         ...n, mode, size, xattrs,
         content: (mode & S_IFMT) === S_IFREG ? (n.inline ? Buffer.from(n.inline) : contents.get(n) ?? Buffer.alloc(0)) : undefined,
@@ -177,7 +178,7 @@ function randomTree(seed: number, objects: string): { root: FsNode; contents: Ma
   const files: FsNode[] = [];
   let made = 0;
   const name = (): string => {
-    const base = pick(['a', 'bin', 'etc', 'x y', 'long-' + 'n'.repeat(Math.floor(rand() * 200)), 'ünï', 'f', '.hidden', 'ab', '00']);
+    const base = pick(['a', 'bin', 'etc', 'x y', 'long-' + 'n'.repeat(Math.floor(rand() * 200)), fromHost('ünï') /* names are bytes: the UTF-8 encoding */, 'f', '.hidden', 'ab', '00']);
     return `${base}${made}`;
   };
   while (made < 300) {
@@ -283,7 +284,7 @@ test('treeFromDirectory: a real directory mounts back as itself', { skip: !canMo
       const hex = digest.toString('hex');
       mkdirSync(join(objects, hex.slice(0, 2)), { recursive: true });
       copyFileSync(p, join(objects, hex.slice(0, 2), hex.slice(2)));
-      stored.push(p);
+      stored.push(p.toString());
     },
   });
   assert.equal(stored.length, 2, 'one object per external inode (big, medium)');

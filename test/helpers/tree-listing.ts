@@ -46,17 +46,25 @@ export interface ListTreeOptions {
   ignoreXattrs?: (name: string, path: string) => boolean;
   /** Skip hashing content (faster; sizes are still compared). */
   noHash?: boolean;
+  /**
+   * Paths, symlink targets and xattr names as binary strings (one char per
+   * byte, as cowshed keeps names), exact for names that are not UTF-8.
+   * Without it they are decoded as UTF-8.
+   */
+  bytes?: boolean;
 }
 
 /** Paths are "/" for the root and "/a/b" below it, like cowshed's own diff output. */
 export async function listTree(dir: string, opts: ListTreeOptions = {}): Promise<Map<string, EntryInfo>> {
-  const root = await realpath(dir);
+  // Walked with byte paths: names are bytes on Linux, not all of them UTF-8.
+  const root = Buffer.from(await realpath(dir), 'utf8').toString('latin1');
+  const bytesOf = (p: string): Buffer => Buffer.from(p, 'latin1');
   const out = new Map<string, EntryInfo>();
   const inodes = new Map<string, string[]>(); // "dev:ino" -> names of non-directories
-  const toHash: [string, EntryInfo][] = [];
+  const toHash: [Buffer, EntryInfo][] = [];
 
   const visit = async (rel: string): Promise<void> => {
-    const abs = rel === '/' ? root : root + rel;
+    const abs = bytesOf(rel === '/' ? root : root + rel);
     const st = await lstat(abs, { bigint: true });
     const mode = Number(st.mode);
     const info: EntryInfo = {
@@ -81,7 +89,7 @@ export async function listTree(dir: string, opts: ListTreeOptions = {}): Promise
         if (!opts.noHash) toHash.push([abs, info]);
         break;
       case 'symlink':
-        info.target = await readlink(abs);
+        info.target = await readlink(abs, { encoding: 'latin1' });
         break;
       case 'chardev':
       case 'blockdev': {
@@ -92,7 +100,7 @@ export async function listTree(dir: string, opts: ListTreeOptions = {}): Promise
         break;
       }
       case 'dir': {
-        const names = await readdir(abs);
+        const names = await readdir(abs, { encoding: 'latin1' });
         const prefix = rel === '/' ? '' : rel;
         // The lstats queue on libuv's thread pool, so this overlaps I/O without unbounded threads.
         await Promise.all(names.map((n) => visit(`${prefix}/${n}`)));
@@ -109,9 +117,20 @@ export async function listTree(dir: string, opts: ListTreeOptions = {}): Promise
   }
 
   await pool(toHash, 16, async ([abs, info]) => { info.sha256 = await sha256File(abs, info.size); });
-  await readXattrs(root, out, opts.ignoreXattrs);
-  return new Map([...out.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  await readXattrs(root, out, opts.ignoreXattrs && !opts.bytes ? (n, p) => opts.ignoreXattrs!(text(n), text(p)) : opts.ignoreXattrs);
+  let entries = [...out.entries()];
+  if (!opts.bytes) {
+    entries = entries.map(([p, info]) => {
+      if (info.target !== undefined) info.target = text(info.target);
+      if (info.linkGroup !== undefined) info.linkGroup = text(info.linkGroup);
+      info.xattrs = Object.fromEntries(Object.entries(info.xattrs).map(([k, v]) => [text(k), v]));
+      return [text(p), info] as [string, EntryInfo];
+    });
+  }
+  return new Map(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
+
+const text = (s: string): string => Buffer.from(s, 'latin1').toString('utf8');
 
 function typeOf(mode: number): EntryType {
   switch (mode & 0o170000) {
@@ -126,7 +145,7 @@ function typeOf(mode: number): EntryType {
   }
 }
 
-async function sha256File(path: string, size: number): Promise<string> {
+async function sha256File(path: Buffer, size: number): Promise<string> {
   if (size < 1 << 20) return createHash('sha256').update(await readFile(path)).digest('hex');
   const h = createHash('sha256');
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
@@ -141,11 +160,11 @@ async function pool<T>(items: T[], width: number, fn: (item: T) => Promise<void>
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
 }
 
-/** getfattr escapes unprintable bytes in file names as \ooo and the backslash as \\. */
+/** getfattr escapes unprintable bytes in file names as \ooo and the backslash as \\ (binary strings in and out). */
 function unescapeName(s: string): string {
   if (!s.includes('\\')) return s;
   const bytes: number[] = [];
-  const raw = Buffer.from(s, 'utf8');
+  const raw = Buffer.from(s, 'latin1');
   for (let i = 0; i < raw.length; i++) {
     if (raw[i] === 0x5c && raw[i + 1] === 0x5c) { bytes.push(0x5c); i++; continue; }
     if (raw[i] === 0x5c && i + 3 < raw.length && /^[0-7]{3}$/.test(raw.subarray(i + 1, i + 4).toString('latin1'))) {
@@ -155,7 +174,7 @@ function unescapeName(s: string): string {
     }
     bytes.push(raw[i]!);
   }
-  return Buffer.from(bytes).toString('utf8');
+  return Buffer.from(bytes).toString('latin1');
 }
 
 /** All xattrs of the tree with one getfattr process, parsed as it streams. */
@@ -164,7 +183,7 @@ async function readXattrs(
   out: Map<string, EntryInfo>,
   ignore: ((name: string, path: string) => boolean) | undefined,
 ): Promise<void> {
-  const child = spawn('getfattr', ['-R', '-d', '-m', '-', '-e', 'hex', '-h', '--absolute-names', root], {
+  const child = spawn('getfattr', ['-R', '-d', '-m', '-', '-e', 'hex', '-h', '--absolute-names', Buffer.from(root, 'latin1').toString('utf8')], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -175,7 +194,7 @@ async function readXattrs(
   });
   let current: EntryInfo | undefined;
   let currentPath = '';
-  for await (const line of createInterface({ input: child.stdout, crlfDelay: Infinity })) {
+  for await (const line of createInterface({ input: child.stdout.setEncoding('latin1'), crlfDelay: Infinity })) {
     if (line.startsWith('# file: ')) {
       const abs = unescapeName(line.slice(8));
       currentPath = abs === root ? '/' : abs.startsWith(root + '/') ? abs.slice(root.length) : abs;

@@ -1,3 +1,4 @@
+import { fromHost } from '../../src/util/names.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReadStream, readFileSync, lstatSync } from 'node:fs';
@@ -12,6 +13,7 @@ before(() => {
 });
 after(() => fx?.cleanup());
 
+const text = (s: string): string => Buffer.from(s, 'latin1').toString('utf8');
 const skip = isRoot ? false : 'needs root (devices, chown, security.capability)';
 
 async function readAll(source: AsyncIterable<Uint8Array>): Promise<(TarEntry & { data: Buffer })[]> {
@@ -28,7 +30,8 @@ for (const format of ['pax', 'gnu', 'ustar'] as TarFormat[]) {
     // Small, odd-sized chunks: every header and body straddles chunk borders.
     const entries = await readAll(createReadStream(archive, { highWaterMark: 997 }));
     const seen = new Set<string>();
-    for (const e of entries) {
+    // Names come out as bytes (binary strings); the fixture's are UTF-8 text.
+    for (const e of entries.map((x) => Object.assign(x, { path: text(x.path), linkname: text(x.linkname) }))) {
       const exp = expected.get(e.path);
       assert.ok(exp, `unexpected entry ${e.path}`);
       seen.add(e.path);
@@ -97,7 +100,7 @@ void test('skips bodies the consumer does not read', { skip }, async () => {
     }
   }
   assert.ok(big && big.length > 0);
-  assert.ok(paths.includes('base/ünïcödé'));
+  assert.ok(paths.includes(fromHost('base/ünïcödé')));
   assert.ok(paths.length > 20);
 });
 
@@ -161,7 +164,7 @@ void test('a huge claimed PAX or long-name size is rejected without reading or a
   for (const flag of ['x', 'g', 'L', 'K']) {
     const data = Buffer.concat([header('h', flag, 2 ** 40), Buffer.alloc(1024)]);
     const started = process.memoryUsage().rss;
-    await rejectsFormat(data, /exceeds the 1048576-byte limit/);
+    await rejectsFormat(data, /exceeds the 67108864-byte limit/);
     assert.ok(process.memoryUsage().rss - started < 64 * 2 ** 20);
   }
   // Base-256 size beyond 2^53.
@@ -203,7 +206,7 @@ void test('PAX values are bytes: binary xattrs, fractional and negative mtimes, 
   const padded = Buffer.concat([body, Buffer.alloc((512 - (body.length % 512)) % 512)]);
   const data = Buffer.concat([header('p', 'x', body.length), padded, header('short', '0', 0), Buffer.from('abc'), Buffer.alloc(509), Buffer.alloc(1024)]);
   const [e] = await readAll(chunksOf(data, 100));
-  assert.equal(e.path, 'a/ä/' + 'n'.repeat(200));
+  assert.equal(e.path, fromHost('a/ä/' + 'n'.repeat(200)));
   assert.deepEqual(Buffer.from(e.xattrs.get('user.bin')!), Buffer.from([0xff, 0x0a, 0x00, 0x3d, 0x80]));
   assert.deepEqual(Buffer.from(e.xattrs.get('user.b64=')!), Buffer.from([0xc3, 0x28]));
   assert.equal(e.mtimeSec, -2);
@@ -213,11 +216,11 @@ void test('PAX values are bytes: binary xattrs, fractional and negative mtimes, 
   assert.equal(e.data.toString(), 'abc');
 });
 
-void test('unsupported entry types are reported by name', async () => {
-  await assert.rejects(readAll(chunksOf(Buffer.concat([header('s', 'S', 0), Buffer.alloc(1024)]), 512)),
-    (e: unknown) => isCowshedError(e) && e.code === 'EUNSUPPORTED' && /sparse/.test(e.message));
-  await assert.rejects(readAll(chunksOf(Buffer.concat([header('q', 'Q', 0), Buffer.alloc(1024)]), 512)),
-    (e: unknown) => isCowshedError(e) && e.code === 'EUNSUPPORTED' && /type 'Q' for q/.test(e.message));
+void test('unknown entry types are regular files, as GNU tar extracts them', async () => {
+  await assert.rejects(readAll(chunksOf(Buffer.concat([header('m', 'M', 0), Buffer.alloc(1024)]), 512)),
+    (e: unknown) => isCowshedError(e) && e.code === 'EUNSUPPORTED' && /multi-volume/.test(e.message));
+  const q = await readAll(chunksOf(Buffer.concat([header('q', 'Q', 3), Buffer.from('abc'), Buffer.alloc(509), Buffer.alloc(1024)]), 512));
+  assert.deepEqual(q.map((e) => [e.path, e.type, e.data.toString()]), [['q', 'file', 'abc']]);
   // A GNU volume label is not an entry; old-style '\0' entries are files, or directories with a trailing slash.
   const data = Buffer.concat([header('label', 'V', 0), header('old', '\0', 0), header('olddir/', '\0', 0), header('c', '7', 0), Buffer.alloc(1024)]);
   const entries = await readAll(chunksOf(data, 512));
