@@ -4,8 +4,11 @@
 // another and shows its diff, commits and exports it, verifies the store and
 // prints the dedup figures. Each step is a real cowshed CLI call, printed as
 // it runs (the 100 containers use the library, to time a container itself).
+// Then the registry half: a docker-registry on loopback, two rebuilds of an
+// image pushed signed as zstd:chunked with deltas, a signed pull, a partial
+// pull, a delta update, a verified mount and a refused unsigned image.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,14 +22,20 @@ function step(title: string): void {
 }
 
 function cowshed(store: string, ...args: string[]): { out: string; ms: number } {
-  console.log(`$ cowshed ${args.length > 8 ? `${args.slice(0, 3).join(' ')} … (${args.length - 1} names)` : args.join(' ')}`);
+  return cowshedMay(store, 0, ...args);
+}
+
+/** A cowshed CLI call that must exit with `status` (0, or the refusal the demo shows). */
+function cowshedMay(store: string, status: number, ...args: string[]): { out: string; ms: number } {
+  console.log(`$ cowshed ${args.length > 8 && !args.includes('--json') ? `${args.slice(0, 3).join(' ')} … (${args.length - 1} names)` : args.join(' ')}`);
   const t = performance.now();
   const r = spawnSync(process.execPath, [join(repo, 'bin/cowshed.js'), '--store', store, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   const ms = performance.now() - t;
-  if (r.status !== 0) {
+  if (r.status !== status) {
     console.error(`demo: cowshed ${args.join(' ')} failed (exit ${r.status})`);
     process.exit(1);
   }
+  if (args.includes('--json')) return { out: r.stdout, ms };
   const lines = r.stdout.trimEnd().split('\n');
   if (lines.length > 20) console.log(`${lines.slice(0, 3).join('\n')}\n… (${lines.length} lines)`);
   else if (r.stdout.trim()) console.log(r.stdout.trimEnd());
@@ -110,6 +119,78 @@ cowshed(store, 'fsck');
 
 step('Disk use and deduplication');
 cowshed(store, 'df');
+
+step('A registry on loopback: docker-registry on 127.0.0.1');
+const { startRegistry } = await import('../test/registry/servers.ts');
+const { rebuiltVersions } = await import('../test/helpers/rebuilt-image.ts');
+const registry = await startRegistry(join(work, 'registry'));
+const app = `${registry.host}/app`;
+const tlsOff = '--tls-verify=false';
+const mb = (n: number) => `${(n / 1e6).toFixed(2)} MB`;
+try {
+  console.log(`registry: http://${registry.host} (pid of its own, stopped at the end)`);
+
+  step('Two CI rebuilds of an app image: each one full layer, 1% of the files edited');
+  const rb = rebuiltVersions(join(dirname(layout), 'debian-rootfs.tar'), work);
+  console.log(`${rb.files} files; v2 edits ${rb.changed.length} of them by one byte`);
+  const pub = join(work, 'publisher');
+  cowshed(pub, 'import', `tar:${rb.v1}`, 'app:v1');
+  cowshed(pub, 'import', `tar:${rb.v2}`, 'app:v2');
+
+  step('Sign and push both: zstd:chunked layers, a sigstore signature, deltas from earlier versions');
+  const pw = join(work, 'passphrase');
+  writeFileSync(pw, 'demo passphrase\n', { mode: 0o600 });
+  const key = join(work, 'key');
+  cowshed(pub, 'generate-sigstore-key', '--output-prefix', key, '--passphrase-file', pw);
+  const sign = ['--sign-by-sigstore-private-key', `${key}.private`, '--sign-passphrase-file', pw];
+  cowshed(pub, 'push', '-q', tlsOff, '--compression-format', 'zstd:chunked', ...sign, 'app:v1', `${app}:v1`);
+  cowshed(pub, 'push', '-q', tlsOff, '--compression-format', 'zstd:chunked', '--deltas', ...sign, 'app:v2', `${app}:v2`);
+  cowshed(pub, 'push', '-q', tlsOff, 'app:v1', `${registry.host}/unsigned:v1`);
+
+  step('Trust: this registry\'s app only when signed by that key, everything else refused');
+  const policy = join(work, 'policy.json');
+  const regd = join(work, 'registries.d');
+  mkdirSync(regd);
+  writeFileSync(join(regd, 'default.yaml'), 'default-docker:\n  use-sigstore-attachments: true\n');
+  const trust = ['--signature-policy', policy, '--registries.d', regd];
+  cowshed(pub, '--signature-policy', policy, 'image', 'trust', 'set', '-t', 'reject', 'default');
+  cowshed(pub, '--signature-policy', policy, 'image', 'trust', 'set', '-t', 'sigstoreSigned', '-f', `${key}.pub`, registry.host);
+  cowshed(pub, '--signature-policy', policy, 'image', 'trust', 'show');
+
+  const layerOf = (tag: string) => {
+    const r = spawnSync('curl', ['-s', '-H', 'Accept: application/vnd.oci.image.manifest.v1+json', `http://${registry.host}/v2/app/manifests/${tag}`], { encoding: 'utf8' });
+    return (JSON.parse(r.stdout) as { layers: Array<{ size: number }> }).layers[0]!.size;
+  };
+  type PullJson = { bytesFetched: number; layers: Array<{ method: string; bytesFetched: number; filesFetched?: number; filesFound?: number }>; deltas?: unknown };
+  const pulled = (out: string) => JSON.parse(out.trim().split('\n').pop()!) as PullJson;
+
+  step('Signed pull of v1 into a fresh host: the signature checked before anything is stored');
+  const hostA = join(work, 'host-a');
+  const p1 = pulled(cowshed(hostA, ...trust, 'pull', '--json', tlsOff, `${app}:v1`).out);
+  console.log(`fetched ${mb(p1.bytesFetched)} (the layer is ${mb(layerOf('v1'))}, zstd:chunked)`);
+
+  step('Partial pull of v2 (deltas off): only the frames of files the host lacks, by HTTP range requests');
+  const p2 = pulled(cowshed(hostA, ...trust, 'pull', '--json', '--no-deltas', tlsOff, `${app}:v2`).out);
+  const l2 = p2.layers[0]!;
+  console.log(`layer ${l2.method}: ${l2.filesFetched} files fetched, ${l2.filesFound} found in the store; ` +
+    `${mb(p2.bytesFetched)} of a ${mb(layerOf('v2'))} layer (${((100 * p2.bytesFetched) / layerOf('v2')).toFixed(1)}%)`);
+
+  step('Delta update to v2 on another host that holds v1: one small delta instead of the layer');
+  const hostB = join(work, 'host-b');
+  cowshed(hostB, ...trust, 'pull', '-q', tlsOff, `${app}:v1`);
+  const d = pulled(cowshed(hostB, ...trust, 'pull', '--json', tlsOff, `${app}:v2`).out);
+  console.log(`fetched ${(d.bytesFetched / 1e3).toFixed(1)} kB in all for v2 (the layer is ${mb(layerOf('v2'))}); layers: ${d.layers.map((l) => l.method).join(', ') || 'none (built from the delta)'}`);
+
+  step('Verified mount: signature → manifest → config → diff IDs → tar-split → objects → composefs digest');
+  cowshed(hostB, '--signature-policy', policy, 'mount', '--verify', `${app}:v2`);
+  cowshed(hostB, 'umount', `${app}:v2`);
+
+  step('An unsigned image from the same registry is refused, and nothing is stored');
+  cowshedMay(hostB, 1, ...trust, 'pull', tlsOff, `${registry.host}/unsigned:v1`);
+  cowshed(hostB, 'images');
+} finally {
+  await registry.stop();
+}
 
 execFileSync('rm', ['-rf', work]);
 console.log(`\n${bold('demo finished')}; the store was in ${work} and is removed.`);

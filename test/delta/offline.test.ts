@@ -34,12 +34,12 @@ describe('offline deltas (delta create / delta apply)', { skip: isRoot ? false :
     layout = seriesFixture();
     work = tempDir('cowshed-delta-');
     pub = join(work, 'publisher');
-    for (const v of [1, 2, 3, 7, 9, 10]) ids.set(v, lastLine(cowshedOk(pub, 'import', `oci:${layout}:v${v}`, `series:v${v}`)));
+    for (const v of [1, 2, 3, 7]) ids.set(v, lastLine(cowshedOk(pub, 'import', `oci:${layout}:v${v}`, `series:v${v}`)));
   });
   after(() => { if (work) removeTree(work); });
 
-  test('any pair: 1→3 (file), 2→7 (oci: layout, mounted = umoci unpack), 9→10; the same image, far fewer bytes than the layer', async () => {
-    for (const [i, j, dest] of [[1, 3, join(work, 'd13.delta')], [2, 7, `oci:${join(work, 'd27')}:v2-v7`], [9, 10, join(work, 'd910.delta')]] as const) {
+  test('any pair: 1→3 (file), 2→7 (oci: layout, mounted = umoci unpack); the same image, far fewer bytes than the layer', async () => {
+    for (const [i, j, dest] of [[1, 3, join(work, 'd13.delta')], [2, 7, `oci:${join(work, 'd27')}:v2-v7`]] as const) {
       const made = JSON.parse(cowshedOk(pub, 'delta', 'create', '--json', `series:v${i}`, `series:v${j}`, dest)) as { bytes: number; patches: number; objects: number };
       assert.ok(made.objects > 0 && made.patches > 0, `${i}→${j}: patches made`);
       const client = storeWith(`client-${i}-${j}`, i);
@@ -65,6 +65,8 @@ describe('offline deltas (delta create / delta apply)', { skip: isRoot ? false :
     }
   });
 
+  // Every refusal below leaves the store sound: the kill test at the end
+  // checks it with fsck (one full re-hash instead of one per refusal).
   describe('bad input: one line, nothing changed', () => {
     let client: string;
     let before13: string[];
@@ -81,7 +83,6 @@ describe('offline deltas (delta create / delta apply)', { skip: isRoot ? false :
       assert.equal(lines.length, 1, r.stderr);
       assert.match(lines[0]!, pattern);
       assert.deepEqual(imagesOf(store), beforeImages, 'no image appeared');
-      assert.equal(cowshed(store, 'fsck').status, 0, 'the store is sound');
     };
 
     before(() => {
@@ -130,8 +131,8 @@ describe('offline deltas (delta create / delta apply)', { skip: isRoot ? false :
 
     test('a delta whose index is for another target than its manifest names', () => {
       const dir = layoutCopy('other-target');
-      const other = readFileSync(join(pub, 'blobs', 'sha256', ids.get(10)!.slice(7)));
-      editLayoutDelta(dir, (ix) => { ix.to.manifestBytes = other; ix.to.manifest = ids.get(10)!; });
+      const other = readFileSync(join(pub, 'blobs', 'sha256', ids.get(7)!.slice(7)));
+      editLayoutDelta(dir, (ix) => { ix.to.manifestBytes = other; ix.to.manifest = ids.get(7)!; });
       refuse(`oci:${dir}`, /disagree/);
     });
 
