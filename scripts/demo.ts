@@ -27,7 +27,7 @@ function cowshed(store: string, ...args: string[]): { out: string; ms: number } 
 
 /** A cowshed CLI call that must exit with `status` (0, or the refusal the demo shows). */
 function cowshedMay(store: string, status: number, ...args: string[]): { out: string; ms: number } {
-  console.log(`$ cowshed ${args.length > 8 && !args.includes('--json') ? `${args.slice(0, 3).join(' ')} … (${args.length - 1} names)` : args.join(' ')}`);
+  console.log(`$ cowshed ${args[0] === 'rm' && args.length > 8 ? `${args.slice(0, 3).join(' ')} … (${args.length - 1} names)` : args.join(' ')}`);
   const t = performance.now();
   const r = spawnSync(process.execPath, [join(repo, 'bin/cowshed.js'), '--store', store, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   const ms = performance.now() - t;

@@ -11,12 +11,24 @@ export function table(headers: string[], rows: string[][]): string {
 
 export { formatBytes };
 
+/** How long ago, in podman's words (go-units HumanDuration). */
 export function age(ms: number): string {
-  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
-  if (s < 60) return `${s} seconds ago`;
-  if (s < 3600) return `${Math.round(s / 60)} minutes ago`;
-  if (s < 86400) return `${Math.round(s / 3600)} hours ago`;
-  return `${Math.round(s / 86400)} days ago`;
+  const s = Math.max(0, (Date.now() - ms) / 1000);
+  const h = s / 3600;
+  const d = h / 24;
+  let t: string;
+  if (s < 1) t = 'Less than a second';
+  else if (s < 2) t = '1 second';
+  else if (s < 60) t = `${Math.floor(s)} seconds`;
+  else if (s < 120) t = 'About a minute';
+  else if (s < 3600) t = `${Math.floor(s / 60)} minutes`;
+  else if (s < 7200) t = 'About an hour';
+  else if (h < 48) t = `${Math.floor(h)} hours`;
+  else if (d < 14) t = `${Math.floor(d)} days`;
+  else if (d < 90) t = `${Math.floor(d / 7)} weeks`;
+  else if (d < 730) t = `${Math.floor(d / 30)} months`;
+  else t = `${Math.floor(d / 365)} years`;
+  return `${t} ago`;
 }
 
 export const shortId = (id: string): string => id.replace(/^sha256:/, '').slice(0, 12);
