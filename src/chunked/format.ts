@@ -14,9 +14,17 @@
 //
 // This module holds the constants and the strict parsers (footer,
 // annotations, TOC, tar-split), all of which read hostile input.
+//
+// Names: the TOC is JSON written by Go, whose encoder replaces each byte
+// that is not valid UTF-8 with U+FFFD, so a TOC name is lossy (`caf\xe9`
+// and `caf\xe8` are both "caf\ufffd"). The tar-split keeps the bytes
+// (`name_raw`, base64, when they are not UTF-8), and so do the tar headers
+// it holds. Exact names come only from there: TOC files are paired with
+// tar-split files by position, and their names only checked to agree.
 import { createHash } from 'node:crypto';
 import { zstdDecompressSync } from 'node:zlib';
 import { CowshedError } from '../util/errors.ts';
+import { bin, escapeName, utf8Of } from '../util/names.ts';
 
 export const SKIPPABLE_MAGIC = Buffer.from([0x50, 0x2a, 0x4d, 0x18]);
 export const FOOTER_MAGIC = Buffer.from('GNUlInUx', 'latin1');
@@ -239,12 +247,12 @@ export interface FileFrames {
 }
 
 /**
- * The regular files of a TOC with their frames. Chunk ends are the next
- * chunk's start; the last one ends at the file's endOffset. Checks sizes
- * add up and ranges nest.
+ * The regular files of a TOC with their frames, in TOC (tar) order; a name
+ * may repeat, as in the tar. Chunk ends are the next chunk's start; the
+ * last one ends at the file's endOffset. Checks sizes add up and ranges nest.
  */
-export function fileFrames(toc: Toc, what: string): Map<string, FileFrames> {
-  const out = new Map<string, FileFrames>();
+export function fileFrames(toc: Toc, what: string): FileFrames[] {
+  const out: FileFrames[] = [];
   const es = toc.entries;
   for (let i = 0; i < es.length; i++) {
     const e = es[i]!;
@@ -275,7 +283,7 @@ export function fileFrames(toc: Toc, what: string): Map<string, FileFrames> {
       }
       for (const c of f.chunks) if (c.end <= c.offset && !c.zeros) throw new CowshedError('EFORMAT', `${where}: an empty range`);
     }
-    out.set(e.name, f); // a later entry of the same name wins, as in the tar
+    out.push(f);
     i = j - 1;
   }
   return out;
@@ -331,15 +339,71 @@ export function parseTarSplit(data: Buffer, what: string): TarSplitEntry[] {
 }
 
 /**
- * Checks that TOC and tar-split describe the same files: every tar-split
- * file with content has a TOC file of that name and size.
+ * A name as Go's encoding/json writes it: the bytes as UTF-8 text, each
+ * byte that does not start a valid sequence replaced by U+FFFD (what a
+ * containers/storage TOC holds for a name that is not UTF-8).
  */
-export function matchTocAndTarSplit(files: Map<string, FileFrames>, split: TarSplitEntry[], what: string): void {
+export function goText(name: string): string {
+  const u = utf8Of(name);
+  if (u !== undefined) return u;
+  let out = '';
+  let i = 0;
+  const cont = (k: number, lo = 0x80, hi = 0xbf): boolean => {
+    const c = name.charCodeAt(k);
+    return k < name.length && c >= lo && c <= hi;
+  };
+  while (i < name.length) {
+    const c = name.charCodeAt(i);
+    let n = 0;
+    if (c < 0x80) n = 1;
+    else if (c >= 0xc2 && c <= 0xdf) n = cont(i + 1) ? 2 : 0;
+    else if (c >= 0xe0 && c <= 0xef) {
+      const lo = c === 0xe0 ? 0xa0 : 0x80;
+      const hi = c === 0xed ? 0x9f : 0xbf;
+      n = cont(i + 1, lo, hi) && cont(i + 2) ? 3 : 0;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      const lo = c === 0xf0 ? 0x90 : 0x80;
+      const hi = c === 0xf4 ? 0x8f : 0xbf;
+      n = cont(i + 1, lo, hi) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+    }
+    if (n === 0) { out += '\ufffd'; i++; continue; }
+    out += utf8Of(name.slice(i, i + n))!;
+    i += n;
+  }
+  return out;
+}
+
+/** Could a TOC name (JSON text) have been written for these exact bytes? */
+export function tocNameMatches(tocName: string, exact: string): boolean {
+  const u = utf8Of(exact);
+  if (u !== undefined) return tocName === u;
+  // Go replaces byte by byte; a WHATWG decoder (a writer in JS) by maximal subpart.
+  return tocName === goText(exact) || tocName === Buffer.from(exact, 'latin1').toString('utf8');
+}
+
+/** A file of the layer: its exact name (from the tar-split) and its frames (from the TOC). */
+export type PairedFile = FileFrames;
+
+/**
+ * Pairs the tar-split's files with content with the TOC's, in order, and
+ * checks they are the same files: as many, each of the same size, and each
+ * TOC name one that Go would write for the tar-split's exact name. Returns,
+ * for each tar-split file with content, its frames under its exact name.
+ */
+export function matchTocAndTarSplit(files: FileFrames[], split: TarSplitEntry[], what: string): PairedFile[] {
+  const withContent = files.filter((f) => f.size > 0);
+  const out: PairedFile[] = [];
+  let k = 0;
   for (const e of split) {
     if (e.type !== 1 || e.size === 0) continue;
-    const name = e.name!.toString('utf8');
-    const f = files.get(name);
-    if (!f) throw new CowshedError('EFORMAT', `${what}: the tar-split names ${JSON.stringify(name)}, which the TOC does not have`);
-    if (f.size !== e.size) throw new CowshedError('EFORMAT', `${what}: ${JSON.stringify(name)} is ${e.size} bytes in the tar-split, ${f.size} in the TOC`);
+    const name = bin(e.name!);
+    const f = withContent[k++];
+    if (!f || !tocNameMatches(f.name, name)) {
+      throw new CowshedError('EFORMAT', `${what}: the tar-split names "${escapeName(name)}", which the TOC does not have${f ? ` (it has ${JSON.stringify(f.name)} there)` : ''}`);
+    }
+    if (f.size !== e.size) throw new CowshedError('EFORMAT', `${what}: "${escapeName(name)}" is ${e.size} bytes in the tar-split, ${f.size} in the TOC`);
+    out.push({ ...f, name });
   }
+  if (k < withContent.length) throw new CowshedError('EFORMAT', `${what}: the TOC has ${JSON.stringify(withContent[k]!.name)}, which the tar-split does not`);
+  return out;
 }

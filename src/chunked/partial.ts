@@ -19,6 +19,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { zstdDecompressSync } from 'node:zlib';
 import { CowshedError } from '../util/errors.ts';
+import { escapeName } from '../util/names.ts';
 import { decompressZstdFrames } from '../oci/compression.ts';
 import { FsVerityHasher, toHex } from '../composefs/fsverity.ts';
 import {
@@ -108,6 +109,9 @@ class SparseBlob {
   }
 }
 
+/** A name for a message: exact, escaped, quoted. */
+const q = (name: string): string => `"${escapeName(name)}"`;
+
 function refused(what: string, detail: string, code: 'EFORMAT' | 'EDIGEST' = 'EFORMAT'): CowshedError {
   return new CowshedError(code, `${what}: ${detail}`);
 }
@@ -125,18 +129,18 @@ async function* decodeChunk(blob: SparseBlob, c: FileFrames['chunks'][number], w
     try {
       out = zstdDecompressSync(blob.read(c.offset, c.end - c.offset), { maxOutputLength: c.size + 1 });
     } catch (e) {
-      throw refused(what, `the frames of ${JSON.stringify(name)} do not decode (${e instanceof Error ? e.message : String(e)})`, 'EDIGEST');
+      throw refused(what, `the frames of ${q(name)} do not decode (${e instanceof Error ? e.message : String(e)})`, 'EDIGEST');
     }
     got = out.length;
     if (got === c.size) yield out;
   } else {
-    for await (const part of decompressZstdFrames(blob.stream(c.offset, c.end - c.offset), `${what}: ${JSON.stringify(name)}`)) {
+    for await (const part of decompressZstdFrames(blob.stream(c.offset, c.end - c.offset), `${what}: ${q(name)}`)) {
       got += part.length;
       if (got > c.size) break;
       yield part;
     }
   }
-  if (got !== c.size) throw refused(what, `the frames of ${JSON.stringify(name)} hold ${got > c.size ? 'more than' : got} bytes, the TOC says ${c.size}`, 'EDIGEST');
+  if (got !== c.size) throw refused(what, `the frames of ${q(name)} hold ${got > c.size ? 'more than' : got} bytes, the TOC says ${c.size}`, 'EDIGEST');
 }
 
 async function* decodeFile(blob: SparseBlob, f: FileFrames, what: string, verify: boolean): AsyncGenerator<Uint8Array> {
@@ -148,9 +152,9 @@ async function* decodeFile(blob: SparseBlob, f: FileFrames, what: string, verify
       ch?.update(part);
       yield part;
     }
-    if (ch && `sha256:${ch.digest('hex')}` !== c.digest) throw refused(what, `a chunk of ${JSON.stringify(f.name)} does not match its chunk digest`, 'EDIGEST');
+    if (ch && `sha256:${ch.digest('hex')}` !== c.digest) throw refused(what, `a chunk of ${q(f.name)} does not match its chunk digest`, 'EDIGEST');
   }
-  if (`sha256:${file.digest('hex')}` !== f.digest) throw refused(what, `${JSON.stringify(f.name)} does not match its digest ${f.digest}`, 'EDIGEST');
+  if (`sha256:${file.digest('hex')}` !== f.digest) throw refused(what, `${q(f.name)} does not match its digest ${f.digest}`, 'EDIGEST');
 }
 
 /**
@@ -187,12 +191,8 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
     const splitZ = blob.read(pos.tarSplit.offset, pos.tarSplit.length);
     if (sha256(splitZ) !== toc.tarSplitDigest) throw refused(what, `the tar-split does not match its digest ${toc.tarSplitDigest}`, 'EDIGEST');
     const split = parseTarSplit(decompressMeta(splitZ, pos.tarSplit.uncompressed, what, 'tar-split'), what);
-    const files = fileFrames(toc, what);
-    matchTocAndTarSplit(files, split, what);
-
-    // What the tar needs, by name (a name appears once in a tar-split).
-    const needed: FileFrames[] = [];
-    for (const e of split) if (e.type === 1 && e.size > 0) needed.push(files.get(e.name!.toString('utf8'))!);
+    // Each tar-split file with content, under its exact name, with its TOC frames (in tar order).
+    const needed = matchTocAndTarSplit(fileFrames(toc, what), split, what);
     const local = src.lookup(needed.map((f) => ({ digest: f.digest, size: f.size })));
     const missing = needed.filter((f) => !local.has(f.digest));
     const seen = new Set<string>();
@@ -222,19 +222,20 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
     }
 
     const tar = async function* (): AsyncGenerator<Uint8Array> {
+      let k = 0;
       for (const e of split) {
         if (e.type === 2) {
           if (e.payload!.length > 0) yield e.payload!;
           continue;
         }
         if (e.size === 0) continue;
-        const f = files.get(e.name!.toString('utf8'))!;
+        const f = needed[k++]!;
         const obj = local.get(f.digest);
         if (obj !== undefined) {
           const h = createHash('sha256');
           let n = 0;
           for await (const c of src.openObject(obj)) { h.update(c); n += c.length; yield c; }
-          if (n !== f.size || `sha256:${h.digest('hex')}` !== f.digest) throw refused(what, `stored object ${obj} does not hold ${JSON.stringify(f.name)}: run cowshed fsck`, 'EDIGEST');
+          if (n !== f.size || `sha256:${h.digest('hex')}` !== f.digest) throw refused(what, `stored object ${obj} does not hold ${q(f.name)}: run cowshed fsck`, 'EDIGEST');
         } else {
           yield* decodeFile(blob, missingByDigest.get(f.digest)!, what, false);
         }

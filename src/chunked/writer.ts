@@ -14,9 +14,10 @@ import { constants, zstdCompressSync } from 'node:zlib';
 import { readTar } from '../tar/reader.ts';
 import type { TarSplitWriter } from '../tar/split.ts';
 import type { TarEntry } from '../tar/reader.ts';
+import { bytesOf, utf8Of } from '../util/names.ts';
 import {
   ANN_TARSPLIT_POSITION, ANN_TOC_DIGEST, ANN_TOC_POSITION, FOOTER_MAGIC, FOOTER_SIZE, MANIFEST_TYPE_CRFS, SKIPPABLE_MAGIC,
-  type TocEntry,
+  goText, type TocEntry,
 } from './format.ts';
 
 const ROLLSUM_BITS = 16;
@@ -152,8 +153,11 @@ export async function* compressZstdChunked(tar: AsyncIterable<Uint8Array>, resul
 
   for await (const e of readTar(tar, { split: capture })) {
     flushSegment();
-    const entry: TocEntry = { type: TOC_TYPES[e.type], name: e.path };
-    if (e.linkname) entry.linkName = e.linkname;
+    // Names are bytes: the TOC holds them as Go's JSON encoder would (lossy
+    // when not UTF-8); the tar-split keeps them exactly (name_raw).
+    const tocName = goText(e.path);
+    const entry: TocEntry = { type: TOC_TYPES[e.type], name: tocName };
+    if (e.linkname) entry.linkName = goText(e.linkname);
     if (e.mode) entry.mode = e.mode;
     if (e.size) entry.size = e.size;
     if (e.uid) entry.uid = e.uid;
@@ -163,7 +167,7 @@ export async function* compressZstdChunked(tar: AsyncIterable<Uint8Array>, resul
     if (e.devminor) entry.devMinor = e.devminor;
     if (e.xattrs.size > 0) {
       entry.xattrs = {};
-      for (const k of [...e.xattrs.keys()].sort()) entry.xattrs[k] = Buffer.from(e.xattrs.get(k)!).toString('base64');
+      for (const k of [...e.xattrs.keys()].sort()) entry.xattrs[goText(k)] = Buffer.from(e.xattrs.get(k)!).toString('base64');
     }
     let crc: Crc64 | undefined;
     const group: TocEntry[] = [entry];
@@ -261,7 +265,7 @@ export async function* compressZstdChunked(tar: AsyncIterable<Uint8Array>, resul
       if (chunks.length > 1) {
         for (let k = 0; k < chunks.length; k++) {
           const c = chunks[k]!;
-          const t: TocEntry = k === 0 ? entry : { type: 'chunk', name: e.path };
+          const t: TocEntry = k === 0 ? entry : { type: 'chunk', name: tocName };
           if (k > 0 && c.chunkOffset) t.chunkOffset = c.chunkOffset;
           t.chunkSize = c.size;
           t.offset = c.offset;
@@ -272,7 +276,9 @@ export async function* compressZstdChunked(tar: AsyncIterable<Uint8Array>, resul
       }
     }
     toc.push(...group);
-    const line: Record<string, unknown> = { type: 1, name: e.path };
+    // vbatts/tar-split's Entry.SetName: `name` when UTF-8, else `name_raw`.
+    const text = utf8Of(e.path);
+    const line: Record<string, unknown> = text !== undefined ? { type: 1, name: text } : { type: 1, name_raw: bytesOf(e.path).toString('base64') };
     if (e.type === 'file' && e.size > 0) line.size = e.size;
     line.payload = crc ? crc.sum().toString('base64') : null;
     addSplit(line);

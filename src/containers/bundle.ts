@@ -13,6 +13,7 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
 import type { ImageConfig } from '../oci/types.ts';
 import { CowshedError, errno, fail } from '../util/errors.ts';
+import { bin, fromHost, fsPath } from '../util/names.ts';
 
 export interface RuntimeSpecOptions {
   config: ImageConfig;
@@ -338,15 +339,17 @@ export function readImageFile(rootfs: string, path: string): string | undefined 
   }
 }
 
-function resolveInRoot(rootfs: string, path: string): string | undefined {
-  const pending = path.split('/').filter((c) => c !== '' && c !== '.');
+function resolveInRoot(rootfs: string, path: string): Buffer | undefined {
+  // Names are bytes: link targets are read as such (a lossy decode would miss a target that is not UTF-8).
+  const pending = fromHost(path).split('/').filter((c) => c !== '' && c !== '.');
+  const root = fromHost(rootfs);
   const resolved: string[] = [];
   let links = 0;
   while (pending.length > 0) {
     const comp = pending.shift()!;
     if (comp === '..') { resolved.pop(); continue; }
     if (comp === '.') continue;
-    const host = join(rootfs, ...resolved, comp);
+    const host = fsPath([root, ...resolved, comp].join('/'));
     let st;
     try {
       st = lstatSync(host);
@@ -356,12 +359,12 @@ function resolveInRoot(rootfs: string, path: string): string | undefined {
     }
     if (st.isSymbolicLink()) {
       if (++links > MAX_SYMLINKS) fail('EHOSTILE', `too many symlinks resolving ${path} in the image`);
-      const target = readlinkSync(host);
+      const target = bin(readlinkSync(host, { encoding: 'buffer' }));
       if (target.startsWith('/')) resolved.length = 0;
       pending.unshift(...target.split('/').filter((c) => c !== '' && c !== '.'));
       continue;
     }
     resolved.push(comp);
   }
-  return join(rootfs, ...resolved);
+  return fsPath([root, ...resolved].join('/'));
 }

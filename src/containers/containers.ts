@@ -10,6 +10,7 @@ import { driverFor, type ContainerRef } from '../drivers/driver.ts';
 import type { Change } from './diff.ts';
 import { CowshedError, errno, fail } from '../util/errors.ts';
 import { pidAlive } from '../store/leases.ts';
+import { fromHost } from '../util/names.ts';
 import { deleteRuntimeContainer, runtimeHasIt } from './runtime.ts';
 
 export interface ContainerInfo {
@@ -177,7 +178,8 @@ export function diffOf(store: Store, ref: ContainerRef, name: string): Change[] 
  * for it) stays a change, as in podman.
  */
 function withoutMounts(store: Store, id: string, changes: Change[]): Change[] {
-  const dests = store.db.all<{ destination: string }>('SELECT destination FROM container_mounts WHERE container_id = ?', id).map((r) => r.destination);
+  // Destinations are host text (UTF-8); change paths are bytes (binary strings).
+  const dests = store.db.all<{ destination: string }>('SELECT destination FROM container_mounts WHERE container_id = ?', id).map((r) => fromHost(r.destination));
   if (dests.length === 0) return changes;
   return changes.filter((c) => !dests.some((d) => c.path.startsWith(d + '/')));
 }

@@ -17,6 +17,7 @@ import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from
 import { isAbsolute, join, posix, resolve } from 'node:path';
 import type { Store } from '../store/store.ts';
 import { CowshedError, errno, fail } from '../util/errors.ts';
+import { bin, escapeName, fromHost, fsPath, utf8Of } from '../util/names.ts';
 import { anonymousVolumeName, checkVolumeName, claimCopyUp, insertVolume, volumeData } from './volumes.ts';
 
 export type MountType = 'bind' | 'volume' | 'tmpfs';
@@ -209,7 +210,10 @@ export interface InRoot {
  * component meanwhile): run calls it before starting the runtime.
  */
 export function resolveInContainer(rootfs: string, path: string): InRoot {
-  const pending = path.split('/').filter((c) => c !== '' && c !== '.');
+  // Names are bytes: components and link targets are read as binary strings
+  // (a lossy decode would send a mount to a name that is not the image's).
+  const pending = fromHost(path).split('/').filter((c) => c !== '' && c !== '.');
+  const root = fromHost(rootfs);
   const resolved: string[] = [];
   let links = 0;
   let exists = true;
@@ -217,10 +221,10 @@ export function resolveInContainer(rootfs: string, path: string): InRoot {
     const comp = pending.shift()!;
     if (comp === '..') { resolved.pop(); continue; }
     if (!exists) { resolved.push(comp); continue; }
-    const host = join(rootfs, ...resolved, comp);
+    const host = [root, ...resolved, comp].join('/');
     let st;
     try {
-      st = lstatSync(host);
+      st = lstatSync(fsPath(host));
     } catch (e) {
       const code = errno(e);
       if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new CowshedError('ETOOL', `cannot look up ${path} in the container: ${code ?? String(e)}`, { cause: e });
@@ -230,14 +234,18 @@ export function resolveInContainer(rootfs: string, path: string): InRoot {
     }
     if (st.isSymbolicLink()) {
       if (++links > MAX_SYMLINKS) fail('EHOSTILE', `too many symlinks resolving ${path} in the container`);
-      const target = readlinkSync(host);
+      const target = bin(readlinkSync(fsPath(host), { encoding: 'buffer' }));
       if (target.startsWith('/')) resolved.length = 0;
       pending.unshift(...target.split('/').filter((c) => c !== '' && c !== '.'));
       continue;
     }
     resolved.push(comp);
   }
-  return { path: '/' + resolved.join('/'), host: join(rootfs, ...resolved), exists };
+  const inside = '/' + resolved.join('/');
+  // The OCI runtime config is JSON read by Go, which cannot carry a name that is not UTF-8.
+  const text = utf8Of(inside);
+  if (text === undefined) fail('EINVAL', `${path} resolves in the container to "${escapeName(inside)}", a name that is not UTF-8, which the OCI runtime cannot be given`);
+  return { path: text, host: join(rootfs, ...text.split('/')), exists };
 }
 
 // ---- preparing a container's mounts -----------------------------------------

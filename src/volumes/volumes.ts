@@ -159,14 +159,17 @@ export function volumesUsage(store: Store): { count: number; size: number; volum
   return { count: out.length, size: out.reduce((a, v) => a + v.size, 0), volumes: out };
 }
 
+const SLASH = Buffer.from('/');
+
 function treeBytes(dir: string): number {
   const seen = new Set<string>();
   let total = 0;
-  const walk = (d: string): void => {
-    let names: string[];
-    try { names = readdirSync(d); } catch { return; }
+  // Names are bytes: a lossy decode would miss the files whose names are not UTF-8.
+  const walk = (d: Buffer): void => {
+    let names: Buffer[];
+    try { names = readdirSync(d, { encoding: 'buffer' }); } catch { return; }
     for (const n of names) {
-      const p = join(d, n);
+      const p = Buffer.concat([d, SLASH, n]);
       let st;
       try { st = lstatSync(p, { bigint: true }); } catch { continue; }
       if (st.isDirectory()) { walk(p); continue; }
@@ -179,7 +182,7 @@ function treeBytes(dir: string): number {
       total += Number(st.size);
     }
   };
-  walk(dir);
+  walk(Buffer.from(dir));
   return total;
 }
 

@@ -326,6 +326,16 @@ void describe('resolveUser reads the image\'s passwd and group, never the host\'
     assert.throws(() => resolveUser(join(work, 'no-rootfs'), 'moo'), /no \/etc\/passwd/);
   });
 
+  void test('a symlink to a name that is not UTF-8 is followed byte for byte', async () => {
+    const latin = join(work, 'latin1-rootfs');
+    const at = (rel: string): Buffer => Buffer.concat([Buffer.from(latin), Buffer.from(rel, 'latin1')]);
+    await mkdir(at('/etc'), { recursive: true });
+    await mkdir(at('/donn\xe9es'));
+    await writeFile(at('/donn\xe9es/passwd'), 'moo:x:1000:1000::/home/moo:/bin/sh\n');
+    await symlink(Buffer.from('/donn\xe9es/passwd', 'latin1'), at('/etc/passwd'));
+    assert.deepEqual(resolveUser(latin, 'moo'), { uid: 1000, gid: 1000, additionalGids: [], home: '/home/moo' });
+  });
+
   void test('a symlink loop is a typed error, not a hang', async () => {
     const loop = join(work, 'loop-rootfs');
     await mkdir(join(loop, 'etc'), { recursive: true });
