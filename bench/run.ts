@@ -5,12 +5,12 @@
 // BENCH_RUNS (timed runs per contender, default 5), BENCH_WARMUP (default 1).
 import { hash, randomFillSync } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FsVerityHasher } from '../src/composefs/fsverity.ts';
 import {
-  type Benchmark, type BenchResult, type Contender, exec, isRoot, measure, needTool, podman, ScratchFs, throughputMBs, which,
+  type Benchmark, type BenchResult, type Contender, exec, isRoot, measure, needTool, podman, ScratchFs, throughputMBs,
   writeReport,
 } from './lib.ts';
 import { containerBenchmarks } from './containers.ts';
@@ -56,6 +56,31 @@ function v1LayerBlob(): string {
   const blob = (d: string): string => join(LAYOUT, 'blobs', ...d.split(':'));
   const manifest = JSON.parse(readFileSync(blob(desc.digest), 'utf8')) as { layers: { digest: string }[] };
   return blob(manifest.layers[0]!.digest);
+}
+
+/** "target: ≤ N × <anchor>: R × — met" for a result with a cowshed row and an anchor row named by `anchor`. */
+function targetNote(r: BenchResult, max: number, anchor: string): string {
+  const cow = r.contenders.find((c) => c.role === 'cowshed')?.medianMs;
+  const a = r.contenders.find((c) => c.role === 'anchor' && c.name.startsWith(anchor))?.medianMs;
+  if (!cow || !a) return `target ≤ ${max} × ${anchor}: not measured`;
+  const ratio = cow / a;
+  return `target ≤ ${max} × ${anchor}: ${ratio.toFixed(2)} × — ${ratio <= max ? 'met' : 'NOT met'}`;
+}
+
+const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The package as users get it: `npm pack`, `npm install -g` into a temporary prefix; `cowshed` on env's PATH. */
+async function installPackage(): Promise<{ env: NodeJS.ProcessEnv; node: string; dispose: () => Promise<void> }> {
+  const work = await mkdtemp('/var/tmp/cowshed-bench-pkg-');
+  process.stderr.write('bench: npm pack and npm install -g into a temporary prefix\n');
+  const packed = await exec('npm', ['pack', '--json', '--pack-destination', work], { cwd: REPO });
+  const tarball = join(work, (JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as Array<{ filename: string }>)[0]!.filename);
+  const prefix = join(work, 'prefix');
+  await exec('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: work });
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${join(prefix, 'bin')}:${SYSTEM_PATH}` };
+  delete env.NODE_OPTIONS;
+  const node = join(prefix, 'lib', 'node_modules', 'cowshed', 'node_modules', 'node', 'bin', 'node');
+  return { env, node, dispose: () => rm(work, { recursive: true, force: true }) };
 }
 
 const benchmarks: Benchmark[] = [
@@ -170,27 +195,34 @@ const benchmarks: Benchmark[] = [
     },
   },
   {
+    // Issue 15: the installed command against mkcomposefs 1.0.8 (the shared build), alternating.
     name: 'composefs-create',
     needsImage: true,
     async run() {
-      // The unpacked Debian rootfs, on its own filesystem, made once.
+      const MKCOMPOSEFS = join(REPO, '..', 'shared', 'tools', 'composefs-1.0.8', 'mkcomposefs');
+      const noMk = async (): Promise<string | undefined> =>
+        existsSync(MKCOMPOSEFS) ? undefined : `mkcomposefs 1.0.8 not found at ${MKCOMPOSEFS} (see shared/tools)`;
+      // The unpacked Debian rootfs, on its own filesystem, made once; the package installed once.
       const src = await ScratchFs.create();
+      const inst = await installPackage();
       try {
         await exec('umoci', ['unpack', '--image', `${LAYOUT}:v1`, join(src.path, 'bundle')]);
         const rootfs = join(src.path, 'bundle/rootfs');
-        const mkcomposefsSkip = async (): Promise<string | undefined> =>
-          (await which('mkcomposefs')) ? undefined : 'mkcomposefs not installed (not packaged in Debian 12)';
-        const create = (d: string): Promise<void> =>
-          cowshed('--store', join(d, 'store'), 'composefs', 'create', '--digest-store', join(d, 'objects'), rootfs, join(d, 'image.cfs'));
+        const dump = join(src.path, 'rootfs.dump');
+        await exec('sh', ['-c', `'${MKCOMPOSEFS}' '${rootfs}' '${join(src.path, 'mk.cfs')}' && cowshed composefs dump '${join(src.path, 'mk.cfs')}' > '${dump}'`], { env: inst.env });
+        const cow = (...args: string[]): Promise<unknown> => exec('cowshed', args, { env: inst.env });
+        const create = (d: string): Promise<unknown> => cow('composefs', 'create', '--digest-store', join(d, 'objects'), rootfs, join(d, 'image.cfs'));
+        const mk = (d: string): Promise<unknown> => exec(MKCOMPOSEFS, [`--digest-store=${join(d, 'objects')}`, rootfs, join(d, 'image.cfs')]);
+        // The same on one thread: shows what the hashing workers buy.
+        const create1 = (d: string): Promise<unknown> => cow('composefs', 'create', '--threads', '1', '--digest-store', join(d, 'objects'), rootfs, join(d, 'image.cfs'));
+        const erofs = (d: string): Promise<unknown> => exec('mkfs.erofs', ['--quiet', join(d, 'image.erofs'), rootfs]);
 
         const cold = await measure('composefs create --digest-store of the Debian rootfs, cold (empty store)', [
           onFreshFs('cowshed composefs create', 'cowshed', create),
-          onFreshFs('mkcomposefs --digest-store', 'anchor',
-            (d) => exec('mkcomposefs', [`--digest-store=${join(d, 'objects')}`, rootfs, join(d, 'image.cfs')]), mkcomposefsSkip),
-          onFreshFs('mkfs.erofs (full image, data included)', 'anchor',
-            (d) => exec('mkfs.erofs', ['--quiet', join(d, 'image.erofs'), rootfs]), needTool('mkfs.erofs', 'erofs-utils')),
+          onFreshFs('mkcomposefs 1.0.8 --digest-store', 'anchor', mk, noMk),
+          onFreshFs('cowshed composefs create --threads 1', 'reference', create1),
+          onFreshFs('mkfs.erofs (full image, data included)', 'reference', erofs, needTool('mkfs.erofs', 'erofs-utils')),
         ], { runs: RUNS, warmup: WARMUP });
-        cold.notes.push('target: ≤ 1.5 × the C tool');
 
         /** Same filesystem for every run; only the (single-file) image is removed between runs. */
         const warmContender = (name: string, role: Contender['role'], run: (d: string) => Promise<unknown>, skip?: Contender['skip']): Contender => {
@@ -207,14 +239,27 @@ const benchmarks: Benchmark[] = [
         };
         const warm = await measure('composefs create --digest-store of the Debian rootfs, warm (objects present)', [
           warmContender('cowshed composefs create', 'cowshed', create),
-          warmContender('mkcomposefs --digest-store', 'anchor',
-            (d) => exec('mkcomposefs', [`--digest-store=${join(d, 'objects')}`, rootfs, join(d, 'image.cfs')]), mkcomposefsSkip),
-          warmContender('mkfs.erofs (full image, data included)', 'anchor',
-            (d) => exec('mkfs.erofs', ['--quiet', join(d, 'image.erofs'), rootfs]), needTool('mkfs.erofs', 'erofs-utils')),
+          warmContender('mkcomposefs 1.0.8 --digest-store', 'anchor', mk, noMk),
+          warmContender('cowshed composefs create --threads 1', 'reference', create1),
+          warmContender('mkfs.erofs (full image, data included)', 'reference', erofs, needTool('mkfs.erofs', 'erofs-utils')),
         ], { runs: RUNS, warmup: WARMUP });
         warm.notes.push('mkfs.erofs has no warm mode (it writes all the data every time): shown for scale only');
-        return [cold, warm];
+
+        const fromDump = await measure('composefs create --from-file, a dump of the Debian rootfs', [
+          { name: 'cowshed composefs create --from-file', role: 'cowshed', run: async () => { await cow('composefs', 'create', '--from-file', dump, join(src.path, 'dump.cfs')); } },
+          { name: 'mkcomposefs 1.0.8 --from-file', role: 'anchor', skip: noMk, run: async () => { await exec(MKCOMPOSEFS, ['--from-file', dump, join(src.path, 'dump-mk.cfs')]); } },
+          { name: 'node -e 0 (Node 24 start-up floor)', role: 'reference', run: async () => { await exec(inst.node, ['-e', '0'], { env: inst.env }); } },
+        ], { runs: RUNS, warmup: WARMUP });
+
+        const same = async (a: string, b: string): Promise<boolean> =>
+          existsSync(a) && existsSync(b) && (await exec('cmp', ['-s', a, b], { allowFail: true })).code === 0;
+        fromDump.notes.push(`images byte-identical to mkcomposefs's: ${await same(join(src.path, 'dump.cfs'), join(src.path, 'dump-mk.cfs')) ? 'yes' : 'NO'}`);
+        const lines = (await exec('wc', ['-l', dump])).stdout.trim().split(' ')[0];
+        fromDump.notes.push(`${lines} entries; all through the installed command (npm pack, npm install -g)`);
+        for (const r of [cold, warm, fromDump]) r.notes.unshift(targetNote(r, 1.5, 'mkcomposefs'));
+        return [cold, warm, fromDump];
       } finally {
+        await inst.dispose();
         await src.dispose();
       }
     },

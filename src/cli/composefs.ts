@@ -15,6 +15,11 @@ const version = (v: string): number => {
   return Number(v);
 };
 
+const threadCount = (v: string): number => {
+  if (!/^[1-9][0-9]{0,3}$/.test(v)) fail('EINVAL', `invalid thread count ${v}: a number from 1`);
+  return Number(v);
+};
+
 export function composefsCommands(program: Command): void {
   const cfs = program.command('composefs').description('composefs images (mkcomposefs, composefs-info)');
 
@@ -32,9 +37,12 @@ export function composefsCommands(program: Command): void {
     .option('--skip-xattrs', 'record no extended attributes')
     .option('--user-xattrs', 'record only user.* extended attributes')
     .option('--skip-devices', 'leave out device nodes')
+    .option('--threads <n>', 'threads hashing and copying files (default: the cores available)', threadCount)
+    .option('--hardlinks', 'keep hardlinked files as one inode (default: one inode per name, as mkcomposefs 1.0.x)')
     .action(async (source: string, image: string | undefined, o: {
       fromFile?: boolean; digestStore?: string; minVersion?: number; maxVersion?: number; printDigest?: boolean;
       printDigestOnly?: boolean; useEpoch?: boolean; skipXattrs?: boolean; userXattrs?: boolean; skipDevices?: boolean;
+      hardlinks?: boolean; threads?: number;
     }) => {
       if (!image && !o.printDigestOnly) fail('EINVAL', 'composefs create: no IMAGE given (or use --print-digest-only)');
       const { createComposefs, writeImageFile } = await lib();

@@ -1,14 +1,13 @@
 // The library side of `cowshed composefs create` (mkcomposefs): a directory
 // or a dump file in, a composefs image out, optionally filling a digest store
 // (objects named XX/<62 hex>, the layout our object store uses too).
-import { copyFileSync, constants, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { parseDump } from './dump.ts';
 import { writeComposefsImage } from './erofs-writer.ts';
 import { treeFromDirectory } from './from-dir.ts';
 import { fsverityDigest, toHex } from './fsverity.ts';
-import { asSpaceError, writeFileAtomic } from '../util/fs.ts';
+import { writeFileAtomic } from '../util/fs.ts';
+import { CowshedError } from '../util/errors.ts';
 import { walk } from '../tree/node.ts';
 
 export interface CreateOptions {
@@ -20,6 +19,10 @@ export interface CreateOptions {
   skipXattrs?: boolean;
   userXattrs?: boolean;
   skipDevices?: boolean;
+  /** From a directory: keep hardlinks as one inode (mkcomposefs 1.0.x gives each name its own). */
+  hardlinks?: boolean;
+  /** Threads hashing and copying files from a directory (mkcomposefs --threads; default: the cores available). */
+  threads?: number;
 }
 
 export interface CreateResult { image: Buffer; digest: string }
@@ -27,35 +30,18 @@ export interface CreateResult { image: Buffer; digest: string }
 export async function createComposefs(source: string, opts: CreateOptions = {}): Promise<CreateResult> {
   let root;
   if (opts.fromFile) {
+    if (opts.hardlinks) throw new CowshedError('EINVAL', 'hardlinks applies to a directory: a dump names its hardlinks itself (@ lines)');
     // Lenient, as mkcomposefs parses unless CFS_PARSE_STRICT is set.
     root = parseDump(source === '-' ? readFileSync(0) : readFileSync(source), { lenient: true });
     if (opts.useEpoch) for (const [, n] of walk(root)) { n.mtimeSec = 0; n.mtimeNsec = 0; }
   } else {
-    const store = opts.digestStore;
     root = await treeFromDirectory(source, {
       skipXattrs: opts.skipXattrs, userXattrs: opts.userXattrs, skipDevices: opts.skipDevices, useEpoch: opts.useEpoch,
-      storeObject: store ? async (src, digest, _size, data) => copyIntoDigestStore(store, src, toHex(digest), data) : undefined,
+      hardlinks: opts.hardlinks, digestStore: opts.digestStore, threads: opts.threads,
     });
   }
   const image = writeComposefsImage(root, { minVersion: opts.minVersion, maxVersion: opts.maxVersion });
   return { image, digest: toHex(fsverityDigest(image)) };
-}
-
-/** Copy (reflink where the filesystem can; or write `data` when already read) into a digest store, atomically, once. */
-export function copyIntoDigestStore(store: string, src: string | Buffer, hex: string, data?: Uint8Array): void {
-  const dir = join(store, hex.slice(0, 2));
-  const dst = join(dir, hex.slice(2));
-  if (existsSync(dst)) return;
-  mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const tmp = join(dir, `.${randomBytes(6).toString('hex')}.tmp`);
-  try {
-    if (data) writeFileSync(tmp, data, { mode: 0o644 });
-    else copyFileSync(src, tmp, constants.COPYFILE_FICLONE);
-    renameSync(tmp, dst);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw asSpaceError(e, dst);
-  }
 }
 
 export function writeImageFile(path: string, image: Buffer): void {

@@ -126,7 +126,7 @@ const roundUp = (n: number, a: number): number => Math.ceil(n / a) * a;
 /** Messages name paths, which are bytes: escaped so the error stays one readable line. */
 const invalid = (msg: string): never => { throw new CowshedError('EINVAL', escapeName(msg)); };
 
-interface Xattr { key: Buffer; value: Buffer; shared: number /* offset in shared area, -1 if inline */; id?: string }
+interface Xattr { name: string; key: Buffer; value: Buffer; shared: number /* offset in shared area, -1 if inline */; id?: string }
 interface Entry { name: Buffer; node: WNode }
 
 /** A writer-private inode: a mutable copy of an FsNode (the caller's tree is never changed). */
@@ -423,8 +423,11 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       }
       n.nlink = links;
     }
-    n.sortedXattrs = [...n.xattrs].map(([k, v]) => ({ key: internKey(k), value: v, shared: -1 }))
-      .sort((a, b) => Buffer.compare(a.key, b.key));
+    // Keys are binary strings: string order is byte order.
+    if (n.xattrs.size > 0) {
+      const keys = n.xattrs.size === 1 ? [...n.xattrs.keys()] : [...n.xattrs.keys()].sort(compareNames);
+      n.sortedXattrs = keys.map((k) => ({ name: k, key: internKey(k), value: n.xattrs.get(k)!, shared: -1 }));
+    }
     if (n.mtimeSec < minSec || (n.mtimeSec === minSec && n.mtimeNsec < minNsec)) {
       minSec = n.mtimeSec;
       minNsec = n.mtimeNsec;
@@ -435,7 +438,7 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   // compute_erofs_shared_xattrs(): key/value pairs used more than once go to the shared table.
   const counts = new Map<string, { x: Xattr; count: number; offset: number }>();
   // A key/value pair's identity: names hold no NUL, so key NUL value is unambiguous.
-  const pairId = (x: Xattr): string => (x.id ??= x.key.toString('latin1') + '\0' + x.value.toString('latin1'));
+  const pairId = (x: Xattr): string => (x.id ??= x.name + '\0' + x.value.toString('latin1'));
   for (const n of order) {
     for (const x of n.sortedXattrs) {
       const id = pairId(x);

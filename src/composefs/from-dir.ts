@@ -2,18 +2,26 @@
 // lstat every entry, keep xattrs (all by default, only user.* with
 // userXattrs, none with skipXattrs), inline small files, compute fs-verity
 // digests of the others and refer to them by digest path ("ab/cdef…"),
-// optionally copying them into an object store (--digest-store). Unlike
-// mkcomposefs 1.0.x, hardlinks are kept: names sharing (dev, ino) become one
-// FsNode whose nlink counts the names inside the tree.
+// optionally copying them into a digest store.
+//
+// Hardlinks: like mkcomposefs 1.0.x (and upstream today), every name of a
+// hardlinked file becomes its own inode with nlink 1, so a digest computed by
+// either tool on the same directory agrees. `hardlinks: true` keeps them:
+// names sharing (dev, ino) become one FsNode whose nlink counts the names
+// inside the tree (what upstream's proposed `mkcomposefs --hardlinks` does).
+//
+// Cost: one synchronous walk (lstat, readdir, readlink, small files), one
+// `getfattr -R` run beside it for every xattr of the tree, and the hashing of
+// the external files (hash-files.ts), on worker threads for big trees.
 import { spawn } from 'node:child_process';
-import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { lstat, open } from 'node:fs/promises';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, newNode } from '../tree/node.ts';
 import { CowshedError, errno } from '../util/errors.ts';
-import { bin, escapeName } from '../util/names.ts';
-import { FsVerityHasher, fsverityDigest } from './fsverity.ts';
+import { escapeName } from '../util/names.ts';
+import { hashFiles, type HashJob } from './hash-pool.ts';
 
 export interface TreeFromDirectoryOptions {
   skipXattrs?: boolean;
@@ -25,9 +33,14 @@ export interface TreeFromDirectoryOptions {
   useEpoch?: boolean;
   /** Files up to this size are stored inside the image (mkcomposefs: 64). */
   inlineMax?: number;
-  /** Called once per external file (by first name), to copy it into an object store. */
-  /** Store an external file's content; `data` is its bytes when they were read whole (no second read needed). */
-  storeObject?: (srcPath: Buffer, digest: Buffer, size: number, data?: Uint8Array) => Promise<void>;
+  /** Keep hardlinks (one inode under several names) instead of one inode per name as mkcomposefs 1.0.x. */
+  hardlinks?: boolean;
+  /** Copy every external file into this digest store (XX/<62 hex>), where it is not already. */
+  digestStore?: string;
+  /** Threads hashing files, this one included (default: the cores available; small trees use one). */
+  threads?: number;
+  /** Called once per external inode (by first name) once its digest is known, e.g. to remember where its content is. */
+  storeObject?: (srcPath: Buffer, digest: Buffer, size: number) => Promise<void>;
 }
 
 /** getfattr escapes file names with backslash-octal (\012, \134); `s` is a binary string. */
@@ -85,36 +98,6 @@ export async function readAllXattrs(dir: string): Promise<Map<string, Map<string
   return out;
 }
 
-/** Files up to this size are read whole (and hashed in memory) rather than streamed. */
-const WHOLE_READ_MAX = 8 << 20;
-
-async function fsverityOfFile(path: Buffer): Promise<Buffer> {
-  const h = new FsVerityHasher();
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
-  return h.digest();
-}
-
-async function readSmall(path: Buffer, size: number): Promise<Uint8Array> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(size);
-    let got = 0;
-    while (got < size) {
-      const { bytesRead } = await fh.read(buf, got, size - got, got);
-      if (bytesRead === 0) throw new CowshedError('EINVAL', `${escapeName(bin(path))}: file shrank while reading`);
-      got += bytesRead;
-    }
-    return new Uint8Array(buf);
-  } finally {
-    await fh.close();
-  }
-}
-
-const digestPath = (d: Buffer): string => {
-  const hex = d.toString('hex');
-  return `${hex.slice(0, 2)}/${hex.slice(2)}`;
-};
-
 export async function treeFromDirectory(dir: string, opts: TreeFromDirectoryOptions = {}): Promise<FsNode> {
   if (opts.skipXattrs && opts.userXattrs) throw new CowshedError('EINVAL', 'skipXattrs and userXattrs conflict');
   const inlineMax = opts.inlineMax ?? 64;
@@ -123,33 +106,43 @@ export async function treeFromDirectory(dir: string, opts: TreeFromDirectoryOpti
     throw new CowshedError(errno(e) === 'ENOENT' ? 'ENOENT' : 'EINVAL', `cannot read ${top}: ${(e as Error).message}`);
   });
   if (!rootStat.isDirectory()) throw new CowshedError('EINVAL', `${top} is not a directory`);
-  const xattrs = opts.skipXattrs ? new Map<string, Map<string, Uint8Array>>() : await readAllXattrs(top);
-  const byIno = new Map<string, FsNode>();
+  // getfattr walks the tree in its own process while this one walks and hashes.
+  const xattrsRead = opts.skipXattrs ? undefined : readAllXattrs(top);
+  xattrsRead?.catch(() => {}); // awaited below; not unhandled if the walk fails first
+  const paths = new Map<string, FsNode>(); // by absolute path (binary string), to attach the xattrs
+  /** Names of one inode (st_nlink > 1): the node (hardlinks kept), or its shared content. */
+  const byIno = new Map<string, { node: FsNode; job?: HashJob }>();
+  const jobs: HashJob[] = [];
 
-  // Paths are bytes (Buffers) for every fs call; names are binary strings.
-  const load = async (path: Buffer): Promise<FsNode | undefined> => {
+  const readInline = (path: Buffer, size: number): Uint8Array => {
+    const fd = openSync(path, 'r');
     try {
-      return await loadEntry(path);
-    } catch (e) {
-      if (e instanceof CowshedError) throw e;
-      // Files vanishing or unreadable mid-walk: name the file, keep the cause.
-      throw new CowshedError(errno(e) === 'ENOENT' ? 'ENOENT' : 'EINVAL', `cannot read ${escapeName(bin(path))}: ${(e as Error).message}`, { cause: e });
+      const buf = new Uint8Array(size);
+      let got = 0;
+      while (got < size) {
+        const n = readSync(fd, buf, got, size - got, got);
+        if (n === 0) throw new CowshedError('EINVAL', `${escapeName(path.toString('latin1'))}: file shrank while reading`);
+        got += n;
+      }
+      return buf;
+    } finally {
+      closeSync(fd);
     }
   };
-  // Synchronous calls in the walk: thousands of small files cost a thread-pool
-  // round trip each otherwise (5 s instead of well under 1 s for Debian).
-  const loadEntry = async (path: Buffer): Promise<FsNode | undefined> => {
+
+  // Synchronous calls: thousands of small files cost a thread-pool round
+  // trip each otherwise.
+  const loadEntry = (pathStr: string): FsNode | undefined => {
+    const path = Buffer.from(pathStr, 'latin1');
     const st = lstatSync(path, { bigint: true });
     const mode = Number(st.mode);
     const type = mode & S_IFMT;
     if (opts.skipDevices && (type === S_IFBLK || type === S_IFCHR)) return undefined;
-    if (type !== S_IFDIR && st.nlink > 1n) {
-      const key = `${st.dev}:${st.ino}`;
-      const seen = byIno.get(key);
-      if (seen) {
-        seen.nlink++;
-        return seen;
-      }
+    const key = type !== S_IFDIR && st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
+    const seen = key === undefined ? undefined : byIno.get(key);
+    if (seen && opts.hardlinks) {
+      seen.node.nlink++;
+      return seen.node;
     }
     const node = newNode(mode, {
       uid: Number(st.uid), gid: Number(st.gid),
@@ -157,55 +150,66 @@ export async function treeFromDirectory(dir: string, opts: TreeFromDirectoryOpti
       mtimeSec: opts.useEpoch ? 0 : Number(st.mtimeNs / 1_000_000_000n),
       mtimeNsec: opts.useEpoch ? 0 : Number(st.mtimeNs % 1_000_000_000n),
     });
-    if (type !== S_IFDIR && st.nlink > 1n) byIno.set(`${st.dev}:${st.ino}`, node);
-    const xs = xattrs.get(path.toString('latin1'));
-    if (xs) {
-      for (const [k, v] of xs) if (!opts.userXattrs || k.startsWith('user.')) node.xattrs.set(k, v);
-    }
+    paths.set(pathStr, node);
     if (type === S_IFLNK) {
       node.target = readlinkSync(path, { encoding: 'latin1' });
     } else if (type === S_IFREG) {
       const size = Number(st.size);
       node.size = size;
-      if (size > 0 && size <= inlineMax) {
-        node.inline = await readSmall(path, size);
-      } else if (size > 0 && size <= WHOLE_READ_MAX) {
-        const data = readFileSync(path);
-        if (data.length !== size) throw new CowshedError('EINVAL', `${escapeName(bin(path))}: file changed size while reading`);
-        const digest = fsverityDigest(data);
-        node.digest = new Uint8Array(digest);
-        node.payload = digestPath(digest);
-        if (opts.storeObject) await opts.storeObject(path, digest, size, data);
+      if (seen) {
+        // Another name of a file already read: same content, no second read or hash.
+        if (seen.node.inline) node.inline = seen.node.inline;
+        seen.job?.nodes.push(node);
+      } else if (size > 0 && size <= inlineMax) {
+        node.inline = readInline(path, size);
       } else if (size > 0) {
-        const digest = await fsverityOfFile(path);
-        node.digest = new Uint8Array(digest);
-        node.payload = digestPath(digest);
-        if (opts.storeObject) await opts.storeObject(path, digest, size);
+        const job: HashJob = { path, size, nodes: [node] };
+        jobs.push(job);
+        if (key !== undefined) byIno.set(key, { node, job });
       }
     }
+    if (key !== undefined && !byIno.has(key)) byIno.set(key, { node });
     return node;
   };
+  const load = (path: string): FsNode | undefined => {
+    try {
+      return loadEntry(path);
+    } catch (e) {
+      if (e instanceof CowshedError) throw e;
+      // Files vanishing or unreadable mid-walk: name the file, keep the cause.
+      throw new CowshedError(errno(e) === 'ENOENT' ? 'ENOENT' : 'EINVAL', `cannot read ${escapeName(path)}: ${(e as Error).message}`, { cause: e });
+    }
+  };
 
-  const topBytes = Buffer.from(top, 'utf8');
-  const root = (await load(topBytes))!;
-  const stack: [FsNode, Buffer][] = [[root, topBytes]];
-  const SLASH = Buffer.from('/');
+  const topStr = Buffer.from(top, 'utf8').toString('latin1');
+  const root = load(topStr)!;
+  const stack: [FsNode, string][] = [[root, topStr]];
   while (stack.length) {
     const [node, path] = stack.pop()!;
     let names: string[];
     try {
-      names = readdirSync(path, { encoding: 'latin1' });
+      names = readdirSync(Buffer.from(path, 'latin1'), { encoding: 'latin1' });
     } catch (e) {
-      throw new CowshedError('EINVAL', `cannot list ${escapeName(bin(path))}: ${(e as Error).message}`, { cause: e });
+      throw new CowshedError('EINVAL', `cannot list ${escapeName(path)}: ${(e as Error).message}`, { cause: e });
     }
     for (const name of names) {
-      const childPath = Buffer.concat([path, SLASH, Buffer.from(name, 'latin1')]);
-      const child = await load(childPath);
+      const childPath = `${path}/${name}`;
+      const child = load(childPath);
       if (!child) continue;
       node.children!.set(name, child);
       if ((child.mode & S_IFMT) === S_IFDIR) stack.push([child, childPath]);
     }
   }
+
+  await hashFiles(jobs, { digestStore: opts.digestStore, threads: opts.threads });
+  if (opts.storeObject) for (const j of jobs) await opts.storeObject(j.path, Buffer.from(j.nodes[0]!.digest!), j.size);
+
+  for (const [path, xs] of (await xattrsRead) ?? []) {
+    const node = paths.get(path);
+    if (!node) continue; // a device left out, or a file made after the walk
+    for (const [k, v] of xs) if (!opts.userXattrs || k.startsWith('user.')) node.xattrs.set(k, v);
+  }
+
   // Directory link counts as the image records them: 2 + subdirectories.
   const fix = (n: FsNode): void => {
     let subdirs = 0;

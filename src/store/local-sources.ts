@@ -80,7 +80,7 @@ export async function openDirectorySource(dir: string): Promise<ImageSource> {
   // treeFromDirectory names non-inline files by digest path (XX/rest), not by their path in dir:
   // remember where each digest's content came from (hardlinks and equal files share one).
   const sources = new Map<string, Buffer>();
-  const root = await treeFromDirectory(dir, { storeObject: async (src, digest) => { sources.set(Buffer.from(digest).toString('hex'), src); } });
+  const root = await treeFromDirectory(dir, { hardlinks: true, storeObject: async (src, digest) => { sources.set(Buffer.from(digest).toString('hex'), src); } });
   const tar = () => writeTar(treeToTarEntries(root, (node, path) => {
     const src = node.digest && sources.get(Buffer.from(node.digest).toString('hex'));
     if (!src) throw new CowshedError('EFORMAT', `${ref}: no source path for ${path}`);

@@ -280,6 +280,7 @@ test('treeFromDirectory: a real directory mounts back as itself', { skip: !canMo
 
   const stored: string[] = [];
   const root = await treeFromDirectory(src, {
+    hardlinks: true,
     storeObject: async (p, digest) => {
       const hex = digest.toString('hex');
       mkdirSync(join(objects, hex.slice(0, 2)), { recursive: true });
@@ -290,6 +291,14 @@ test('treeFromDirectory: a real directory mounts back as itself', { skip: !canMo
   assert.equal(stored.length, 2, 'one object per external inode (big, medium)');
   assert.ok(root.children!.get('small')!.inline, 'files up to 64 bytes are inline');
   assert.equal(root.children!.get('big-link'), root.children!.get('sub')!.children!.get('big'));
+  assert.equal(root.children!.get('big-link')!.nlink, 2);
+  // By default (as mkcomposefs 1.0.x) each name is its own inode with nlink 1, same content.
+  const split = await treeFromDirectory(src);
+  const [a, b] = [split.children!.get('big-link')!, split.children!.get('sub')!.children!.get('big')!];
+  assert.notEqual(a, b);
+  assert.deepEqual([a.nlink, b.nlink], [1, 1]);
+  assert.equal(a.payload, b.payload);
+  assert.deepEqual(split.children!.get('sub')!.children!.get('small-link')!.inline, root.children!.get('small')!.inline);
   const want = await readMounted(src);
   const top = mountComposefs('fromdir', writeComposefsImage(root), objects);
   try {
