@@ -105,15 +105,26 @@ function readTree(dir: string, buf: Buffer): number {
   return n;
 }
 
+/** Overlay and EROFS mount points below dir (container roots, composefs lowers). */
+function viewMountsUnder(dir: string): string[] {
+  const views = new Set<string>();
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const [pre, post] = line.split(' - ');
+    const fstype = post?.split(' ')[0];
+    if (fstype === 'overlay' || fstype === 'erofs') views.add(pre!.split(' ')[4]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+  }
+  return mountsUnder(dir).filter((m) => views.has(m));
+}
+
 /**
  * Page cache held by the files stored below dir (fincore: pages resident per
- * inode), the mounts below it left out (container roots and EROFS mounts
- * show the same inodes again). Other processes' files are not counted, so
- * unlike Cached this is exact; btrfs snapshots are subvolumes, not mounts,
- * and are walked.
+ * inode), the overlay and EROFS mounts below it left out (they show the
+ * same inodes again; podman's bind mount of its own overlay/ directory is
+ * walked). Other processes' files are not counted, so unlike Cached this is
+ * exact; btrfs snapshots are subvolumes, not mounts, and are walked.
  */
 async function residentBytes(dir: string): Promise<number> {
-  const prune = mountsUnder(dir).flatMap((m, i) => [...(i ? ['-o'] : []), '-path', m]);
+  const prune = viewMountsUnder(dir).flatMap((m, i) => [...(i ? ['-o'] : []), '-path', m]);
   const found = await exec('find', [dir, ...(prune.length ? ['(', ...prune, ')', '-prune', '-o'] : []), '-type', 'f', '-print0']);
   const files = found.stdout.split('\0').filter((f) => f !== '');
   let n = 0;
