@@ -7,7 +7,8 @@
 import { fromHost } from '../util/names.ts';
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { gunzipSync, gzip } from 'node:zlib';
 import type { Store } from './store.ts';
 import { explainLayerFailure, type ImageSource, type LayerRef } from '../oci/source.ts';
 import { readTar } from '../tar/reader.ts';
@@ -174,6 +175,8 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     const meta = spec.meta(layers);
     const id = meta.manifest.digest;
 
+    // The object list is gzipped on the thread pool while the composefs image is written here.
+    const objectList = gzipAsync(JSON.stringify([...objects.keys()]));
     const image = writeComposefsImage(root);
     const cfs = toHex(fsverityDigest(image));
     opts.beforeCommit?.(cfs);
@@ -181,7 +184,7 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     if (!existsSync(imgPath)) writeFileAtomic(imgPath, image, store.paths.tmp);
     store.blobs.put(meta.manifest.bytes, id);
     store.blobs.put(meta.config.bytes, meta.config.digest);
-    const objectsBlob = store.blobs.put(gzipSync(JSON.stringify([...objects.keys()])));
+    const objectsBlob = store.blobs.put(await objectList);
     for (const b of layerBatches) await b.commit();
 
     // On top of a base, only the new objects need rows; the rest are the base's.
@@ -244,14 +247,17 @@ function unzipRecord(buf: Buffer): Buffer {
   return buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b ? gunzipSync(buf) : buf;
 }
 
+const gzipAsync = promisify(gzip);
+
 /**
  * Entries as gzipped JSON, `{"v":2,"e":[...]}`: byte fields (xattr values, digests,
  * inline contents) in base64; names, link targets and xattr names are
  * binary strings (one char per byte, util/names.ts), which JSON keeps exactly.
+ * Gzipped on the thread pool: the other layers' reads go on meanwhile.
  */
-function encodeEntries(entries: Array<[EntryMeta, FileContent | undefined]>): Buffer {
+function encodeEntries(entries: Array<[EntryMeta, FileContent | undefined]>): Promise<Buffer> {
   const b64 = (u: Uint8Array | undefined) => (u ? Buffer.from(u).toString('base64') : undefined);
-  return gzipSync(JSON.stringify({ v: 2, e: entries.map(([e, c]) => [
+  return gzipAsync(JSON.stringify({ v: 2, e: entries.map(([e, c]) => [
     { ...e, xattrs: [...e.xattrs].map(([k, v]) => [k, b64(v)]) },
     c && { digest: b64(c.digest), inline: b64(c.inline), payload: c.payload },
   ]) }));
@@ -362,7 +368,7 @@ async function importLayer(
   opts.onProgress?.({ layer: layer.index, layers: layerCount, bytes: tarSize, files });
   const splitBytes = split.finish();
   const splitDigest = store.blobs.put(splitBytes);
-  const entriesBytes = encodeEntries(applied);
+  const entriesBytes = await encodeEntries(applied);
   const entriesDigest = store.blobs.put(entriesBytes);
   const diffId = diffHash ? `sha256:${diffHash.digest('hex')}` : layer.diffId;
   const record: LayerRecord = {
