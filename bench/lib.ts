@@ -235,8 +235,11 @@ export const podman = (dir: string, ...args: string[]): Promise<ExecResult> =>
   exec('podman', ['--root', join(dir, 'root'), '--runroot', join(dir, 'run'), '--tmpdir', join(dir, 'tmp'),
     '--storage-driver', 'overlay', '--events-backend', 'none', ...args]);
 
-/** One named benchmark of `npm run bench`: one or more result tables. */
-export interface Benchmark { name: string; needsImage: boolean; run: () => Promise<BenchResult[]> }
+/**
+ * One named benchmark of `npm run bench`: one or more result tables, and
+ * optionally its own markdown section for the report (filled by run()).
+ */
+export interface Benchmark { name: string; needsImage: boolean; run: () => Promise<BenchResult[]>; table?: () => string[] }
 
 // ---------------------------------------------------------------------------
 // Fresh filesystems

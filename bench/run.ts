@@ -22,6 +22,8 @@ import { startupBenchmarks } from './startup.ts';
 import { fixturesDir, podmanOciRef } from '../test/helpers/cli.ts';
 import { chunkedBenchmarks } from './chunked.ts';
 import { deltaBenchmarks } from './deltas.ts';
+import { storeSizeBenchmark } from './store-size.ts';
+import { pageCacheBenchmark } from './page-cache.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const CACHE = fixturesDir();
@@ -295,6 +297,8 @@ benchmarks.push(...chunked.benchmarks);
 // Updates by deltas on the ten-version series (issue 13): `npm run bench deltas`.
 const deltas = deltaBenchmarks({ repo: REPO, cache: CACHE });
 benchmarks.push(deltas.benchmark);
+// Store size for ten versions, page cache of N containers (issue 15): each adds its own section to the report.
+benchmarks.push(storeSizeBenchmark({ repo: REPO, cache: CACHE }), pageCacheBenchmark({ repo: REPO, cache: CACHE }));
 
 /** Import time against max(decompress, hash, write) of the layer's bytes. */
 function limitsSummary(results: BenchResult[]): string[] {
@@ -369,6 +373,7 @@ async function main(): Promise<void> {
   const volumeTable = volumes.table();
   if (volumeTable.length) extra.push('', ...volumeTable);
   if (deltas.table().length) extra.push('', ...deltas.table());
+  for (const b of selected) if (b.table?.().length) extra.push('', ...b.table());
   extra.push('', `Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; ${RUNS} runs + ${WARMUP} warm-up per contender.`);
   const { path, body } = await writeReport(REPO, results, extra);
   process.stdout.write(body);

@@ -26,6 +26,7 @@ import { mkdtemp, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Benchmark, type BenchResult, type ContenderResult, exec, median, podman, ScratchFs, which } from './lib.ts';
 import { podmanOciRef } from '../test/helpers/cli.ts';
+import { esc, legendItem, svgDocument } from './plot.ts';
 
 export interface VolumeBenchOptions {
   repo: string;
@@ -241,9 +242,7 @@ function summary(measured: Measured[], svgPath: string | undefined): string[] {
   return lines;
 }
 
-// ---- SVG ------------------------------------------------------------------
-
-const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+// ---- SVG (bench/plot.ts) ---------------------------------------------------
 
 /** Three bar panels (one per figure), a pair of bars (root, volume) per driver. */
 export function plot(measured: Measured[]): string {
@@ -256,8 +255,8 @@ export function plot(measured: Measured[]): string {
   const parts: string[] = [];
   let y = 40;
   parts.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="16" font-weight="bold">Writes inside a container: its own root against a volume</text>`);
-  parts.push(`<rect x="${W - 220}" y="8" width="12" height="12" fill="${colors.root}"/><text x="${W - 204}" y="18" font-size="12">container root</text>`);
-  parts.push(`<rect x="${W - 110}" y="8" width="12" height="12" fill="${colors.volume}"/><text x="${W - 94}" y="18" font-size="12">volume</text>`);
+  parts.push(legendItem(W - 220, 8, colors.root, 'container root'));
+  parts.push(legendItem(W - 110, 8, colors.volume, 'volume'));
   for (const f of FIGURES) {
     const rows = measured.filter((m) => m.status === 'ok');
     const vals = rows.flatMap((m) => LOCATIONS.map((loc) => { const v = med(m, loc, f.key); return v === undefined ? 0 : f.value(v); }));
@@ -279,6 +278,5 @@ export function plot(measured: Measured[]): string {
     }
     y = Math.max(ry, y + panelH) + 10;
   }
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" font-family="sans-serif">\n` +
-    `<rect width="100%" height="100%" fill="white"/>\n${parts.join('\n')}\n</svg>\n`;
+  return svgDocument(W, y, parts);
 }

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { cowshed, cowshedOk, tempDir, removeTree, debianFixture, lastLine } from '../helpers/cli.ts';
 import { listTree, compareTrees, type ListTreeOptions } from '../helpers/tree-listing.ts';
 import { buildEdgeImage, buildHostileTars, type HostileTarName } from '../fixtures/edge-image.ts';
@@ -94,6 +95,36 @@ describe('the Debian image', () => {
     const inspect = (n: string) => JSON.parse(cowshedOk(store, 'inspect', n)) as { composefs: string; id: string };
     assert.equal(inspect('debian:docker').composefs, inspect('debian:v2').composefs);
     cowshedOk(store, 'rmi', 'debian:docker');
+  });
+
+  test('entries and object lists stored as plain JSON (stores made before they were gzipped) are still read', async () => {
+    // Rewrite debian:v2's records as an older cowshed wrote them.
+    const s = await Store.open(store);
+    try {
+      const id = s.resolveImage('debian:v2').id;
+      const plain = (digest: string): string => {
+        const gz = s.blobs.get(digest);
+        assert.deepEqual([...gz.subarray(0, 2)], [0x1f, 0x8b], 'records are stored gzipped');
+        return s.blobs.put(gunzipSync(gz));
+      };
+      for (const l of s.db.all<{ entries_digest: string }>('SELECT entries_digest FROM layers WHERE image_id = ?', id)) {
+        s.db.run('UPDATE layers SET entries_digest = ? WHERE entries_digest = ?', plain(l.entries_digest), l.entries_digest);
+      }
+      const build = s.db.get<{ objects_blob: string }>('SELECT objects_blob FROM builds WHERE manifest_digest = ?', id)!;
+      s.db.run('UPDATE builds SET objects_blob = ? WHERE manifest_digest = ?', plain(build.objects_blob), id);
+    } finally {
+      s.close();
+    }
+    // Another manifest of the same layers takes their stored entries; the same manifest again, its build.
+    const archive = join(work, 'debian-v2-docker.tar');
+    cowshedOk(store, 'import', `docker-archive:${archive}`, 'debian:docker');
+    const inspect = (n: string) => JSON.parse(cowshedOk(store, 'inspect', n)) as { composefs: string };
+    assert.equal(inspect('debian:docker').composefs, inspect('debian:v2').composefs);
+    cowshedOk(store, 'rmi', 'debian:docker');
+    cowshedOk(store, 'rmi', 'debian:v2');
+    const r = cowshed(store, 'import', `oci:${fx.layout}:v2`, 'debian:v2');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /already built, nothing read/);
   });
 
   test('every layer rebuilds byte for byte from the store (its diff ID)', async () => {
