@@ -10,7 +10,8 @@ import { buildImage, type ImportResult, type LayerRecord } from '../store/import
 import { diffOf, resolveContainer, type ContainerRow } from './containers.ts';
 import { driverFor } from '../drivers/driver.ts';
 import type { Change } from './diff.ts';
-import { stackOf, stackTree, STACK_MAX } from '../composefs/stack.ts';
+import { stackOf, STACK_MAX } from '../composefs/stack.ts';
+import { stackTree } from '../composefs/stack-tree.ts';
 import { openImageView } from '../drivers/composefs.ts';
 import type { FsNode } from '../tree/node.ts';
 import { writeTar, type TarHeaderInput } from '../tar/writer.ts';

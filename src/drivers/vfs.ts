@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { Store } from '../store/store.ts';
 import { registerDriver, type ContainerRef, type StorageDriver } from './driver.ts';
 import { materializeTree } from './materialize.ts';
-import { stackTree } from '../composefs/stack.ts';
+import { stackTree } from '../composefs/stack-tree.ts';
 import { diffAgainstTree } from '../containers/tree-diff.ts';
 import { pidAlive } from '../store/leases.ts';
 import { CowshedError } from '../util/errors.ts';

@@ -16,7 +16,7 @@ import { type FsNode, isReg, walk } from '../tree/node.ts';
 import { FsVerityHasher, fsverityDigest, toHex } from '../composefs/fsverity.ts';
 import { writeComposefsImage } from '../composefs/erofs-writer.ts';
 import { fail } from '../util/errors.ts';
-import { planLayerImage, type ParentView } from '../composefs/stack.ts';
+import { planLayerImage, type ParentView } from '../composefs/stack-tree.ts';
 import { readComposefsImage } from '../composefs/erofs-reader.ts';
 import { freeBytes, formatBytes, writeFileAtomic } from '../util/fs.ts';
 import { objectRelPath, type ObjectBatch } from './objects.ts';

@@ -29,6 +29,7 @@ const lazy = {
   local: () => import('./local-sources.ts'),
   reader: () => import('../composefs/erofs-reader.ts'),
   stack: () => import('../composefs/stack.ts'),
+  stackTree: () => import('../composefs/stack-tree.ts'),
   split: () => import('../tar/split.ts'),
   digest: () => import('../oci/digest.ts'),
 };
@@ -195,7 +196,7 @@ export class Store {
   /** The image's flattened tree, read back from its composefs image (or its stack's). */
   async imageTree(ref: string): Promise<FsNode> {
     const info = this.resolveImage(ref);
-    return (await lazy.stack()).stackTree(this, info.composefs);
+    return (await lazy.stackTree()).stackTree(this, info.composefs);
   }
 
   /**

@@ -14,7 +14,8 @@ import { cowshedOk, tempDir, removeTree, lastLine, REPO } from '../helpers/cli.t
 import { listTree, compareTrees } from '../helpers/tree-listing.ts';
 import { buildEdgeImage } from '../fixtures/edge-image.ts';
 import { Store } from '../../src/store/store.ts';
-import { stackOf, stackTree, ensureFlat } from '../../src/composefs/stack.ts';
+import { stackOf, ensureFlat } from '../../src/composefs/stack.ts';
+import { stackTree } from '../../src/composefs/stack-tree.ts';
 import { printDump } from '../../src/composefs/dump.ts';
 
 const sh = (cmd: string, cwd: string): void => { execFileSync('sh', ['-ec', cmd], { cwd, stdio: 'inherit' }); };
