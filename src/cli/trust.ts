@@ -71,7 +71,7 @@ export async function pushSigner(
   return async (store, image, digest) => {
     const { RegistryClient, parseRegistryRef } = await import('../registry/client.ts');
     const c = RegistryClient.forRef(parseRegistryRef(ref), client);
-    const r = await lib.signManifest(c, ref, digest, store.resolveImage(image).composefs, so, prepared);
+    const r = await lib.signManifest(c, ref, digest, await store.flatComposefs(image), so, prepared);
     return `signed ${r.identity} (${r.kind}): ${r.where}`;
   };
 }

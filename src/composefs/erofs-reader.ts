@@ -40,7 +40,8 @@ export function readComposefsInfo(image: Uint8Array): ComposefsImageInfo {
   };
 }
 
-export function readComposefsImage(image: Uint8Array): FsNode {
+/** The tree of an image; `rootOnly`: just the root directory's own metadata (no entries read). */
+export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean } = {}): FsNode {
   const img = Buffer.from(image.buffer, image.byteOffset, image.byteLength);
   readComposefsInfo(img);
   const sb = EROFS_SUPER_OFFSET;
@@ -225,6 +226,7 @@ export function readComposefsImage(image: Uint8Array): FsNode {
 
   const root = buildNode(rootNid, false, '');
   if (!root || (root.mode & S_IFMT) !== S_IFDIR) return bad('root is not a directory');
+  if (opts.rootOnly) return root;
   nodes.set(rootNid, root);
   // Depth-first with an explicit stack: deep trees must not exhaust the call stack.
   const visitedDirs = new Set<number>([rootNid]);

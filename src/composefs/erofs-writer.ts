@@ -54,6 +54,8 @@ export const XATTR_PREFIXES: readonly [string, number][] = [
 export const XATTR_PREFIX_BY_INDEX = ['', 'user.', 'system.posix_acl_access', 'system.posix_acl_default', 'trusted.', 'lustre.', 'security.'];
 
 export const OVERLAY_PREFIX = 'trusted.overlay.';
+/** Where a layer image names its parent: the EROFS superblock's uuid and volume_name, 32 bytes. */
+export const LAYER_PARENT_OFFSET = 48;
 export const OVERLAY_ESCAPE_PREFIX = 'trusted.overlay.overlay.';
 export const XATTR_METACOPY = 'trusted.overlay.metacopy';
 export const XATTR_REDIRECT = 'trusted.overlay.redirect';
@@ -139,6 +141,9 @@ interface WNode {
   parent: WNode;
   /** The name of the entry this inode was created from (its first name, depth-first). */
   name: Buffer;
+  /** Layer images (stacks): an overlay whiteout or opaque directory, written as overlayfs reads it, not escaped. */
+  rawWhiteout?: boolean;
+  rawOpaque?: boolean;
   path: string;
   // layout
   inodeNum: number; nid: number; nBlocks: number; tailSize: number; compact: boolean;
@@ -175,7 +180,7 @@ export function chunkCount(size: number): number {
 const isExternal = (n: WNode): boolean => typeOf(n) === S_IFREG && n.size > 0 && n.content === undefined;
 
 /** Copy the caller's tree: hardlinks become extra entries pointing at the first name's inode (depth-first order). */
-function copyTree(root: FsNode): WNode {
+function copyTree(root: FsNode, layer?: LayerImage): WNode {
   const copies = new Map<FsNode, WNode>();
   const copy = (src: FsNode, parent: WNode | undefined, path: string): WNode => {
     const type = typeOf(src);
@@ -186,6 +191,11 @@ function copyTree(root: FsNode): WNode {
       inodeNum: 0, nid: 0, nBlocks: 0, tailSize: 0, compact: false, sortedXattrs: [], xattrSize: 0, ipad: 0, isize: 0,
     };
     if (!parent) n.parent = n;
+    if (layer?.whiteouts.has(src)) {
+      if (type !== S_IFCHR || src.rdev !== 0) invalid(`${path}: an overlay whiteout must be a 0:0 character device`);
+      n.rawWhiteout = true;
+    }
+    if (layer?.opaque.has(src)) n.rawOpaque = true;
     if (![S_IFREG, S_IFDIR, S_IFLNK, S_IFBLK, S_IFCHR, S_IFSOCK, S_IFIFO].includes(type)) {
       invalid(`${path}: invalid file mode ${src.mode.toString(8)}`);
     }
@@ -299,7 +309,8 @@ function addOverlayXattrs(n: WNode, version: number): void {
     n.xattrs.set(XATTR_METACOPY, meta);
     if (n.payload) n.xattrs.set(XATTR_REDIRECT, Buffer.from('/' + n.payload, 'latin1'));
   }
-  if (typeOf(n) === S_IFCHR && n.rdev === 0) {
+  if (n.rawOpaque) n.xattrs.set(XATTR_OPAQUE, Buffer.from('y'));
+  if (typeOf(n) === S_IFCHR && n.rdev === 0 && !n.rawWhiteout) {
     n.size = 0;
     n.mode = S_IFREG | (n.mode & ~S_IFMT);
     n.xattrs.set(XATTR_ESCAPED_WHITEOUT, Buffer.alloc(0));
@@ -358,7 +369,22 @@ function tailPadding(n: WNode, pos: number, inodeSize: number, xattrSize: number
   return 0;
 }
 
-export interface WriteOptions { minVersion?: number; maxVersion?: number }
+/**
+ * A layer image of a stack (see composefs/stack.ts): mounted as an overlay
+ * lower layer above its parent's image(s), so its whiteouts and opaque
+ * directories are real overlayfs ones, and its root is neither opaque nor
+ * padded with the 00..ff whiteouts (those would hide the parent). The
+ * parent's composefs digest goes in the superblock's uuid and volume name
+ * (32 bytes the kernel does not interpret), so the same change on two
+ * parents makes two different images.
+ */
+export interface LayerImage {
+  whiteouts: ReadonlySet<FsNode>;
+  opaque: ReadonlySet<FsNode>;
+  parent: Uint8Array;
+}
+
+export interface WriteOptions { minVersion?: number; maxVersion?: number; layer?: LayerImage }
 
 /** Serialise a tree as a composefs EROFS image, byte-identical to `mkcomposefs` 1.0.x. */
 export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Buffer {
@@ -370,11 +396,13 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   }
   if (maxVersion < version) maxVersion = version;
 
-  const root = copyTree(rootIn);
+  const layer = opts.layer;
+  if (layer && layer.parent.length !== 32) invalid('a layer image needs its parent\'s 32-byte digest');
+  const root = copyTree(rootIn, layer);
   const inodes = [...preorder(root)];
 
   // lcfs_write_update_version(): whiteouts need format 1 when allowed.
-  if (version < 1 && maxVersion >= 1 && inodes.some((n) => typeOf(n) === S_IFCHR && n.rdev === 0)) version = 1;
+  if (version < 1 && maxVersion >= 1 && inodes.some((n) => typeOf(n) === S_IFCHR && n.rdev === 0 && !n.rawWhiteout)) version = 1;
 
   // rewrite_tree_for_erofs()
   for (const n of inodes) {
@@ -384,9 +412,9 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       insertSorted(n.entries, { name: Buffer.from('..'), node: n.parent });
     }
   }
-  root.xattrs.set(XATTR_OPAQUE, Buffer.from('y'));
+  if (!layer) root.xattrs.set(XATTR_OPAQUE, Buffer.from('y'));
   const selinux = root.xattrs.get('security.selinux');
-  for (let i = 0; i < 256; i++) {
+  for (let i = 0; i < (layer ? 0 : 256); i++) {
     const name = Buffer.from(i.toString(16).padStart(2, '0'));
     if (root.entries!.some((e) => e.name.equals(name))) continue;
     const w: WNode = {
@@ -540,6 +568,7 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   img.writeUInt32LE(totalBlocks, sb + 36);
   img.writeUInt32LE(Math.floor((EROFS_SUPER_OFFSET + EROFS_SUPER_SIZE) / BLKSIZ), sb + 40);
   img.writeUInt32LE(Math.floor(inodesEnd / BLKSIZ), sb + 44);
+  if (layer) Buffer.from(layer.parent).copy(img, sb + LAYER_PARENT_OFFSET); // uuid[16] + volume_name[16]
 
   let off = EROFS_SUPER_OFFSET + EROFS_SUPER_SIZE;
   let dataEnd = dataStart;

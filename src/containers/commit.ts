@@ -4,13 +4,16 @@
 // its mount. That layer goes through the same import path as any layer, on
 // top of the parent image's tree: only changed files are hashed and stored,
 // one new composefs image is written, and the parent's layers are reused.
-import { createReadStream, readFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import type { Store } from '../store/store.ts';
 import { buildImage, type ImportResult, type LayerRecord } from '../store/import.ts';
 import { diffOf, resolveContainer, type ContainerRow } from './containers.ts';
 import { driverFor } from '../drivers/driver.ts';
 import type { Change } from './diff.ts';
-import { readComposefsImage } from '../composefs/erofs-reader.ts';
+import { stackOf, STACK_MAX } from '../composefs/stack.ts';
+import { stackTree } from '../composefs/stack-tree.ts';
+import { openImageView } from '../drivers/composefs.ts';
+import type { FsNode } from '../tree/node.ts';
 import { writeTar, type TarHeaderInput } from '../tar/writer.ts';
 import { readXattrs } from '../util/xattrs.ts';
 import { BeneathRoot } from '../util/beneath.ts';
@@ -54,16 +57,24 @@ async function commitResolved(store: Store, c: ContainerRow, finalName: string, 
   if (!parentConfigDigest) fail('ENOENT', `the image of container ${c.name} is gone`);
   const parentConfig = JSON.parse(store.blobs.get(parentConfigDigest!).toString()) as ImageConfig;
   const baseLayers = store.db.all<LayerRecord>('SELECT idx, blob_digest, media_type, blob_size, diff_id, tar_size, split_digest, entries_digest FROM layers WHERE image_id = ? ORDER BY idx', c.image_id);
-  const baseObjects = new Map(store.db.all<{ digest: string; size: number }>(
+  const baseObjects = (): Map<string, number> => new Map(store.db.all<{ digest: string; size: number }>(
     'SELECT o.digest, o.size FROM image_objects io JOIN objects o ON o.digest = io.digest WHERE io.image_id = ?', c.image_id,
   ).map((r) => [r.digest, r.size] as [string, number]));
-  const tree = readComposefsImage(readFileSync(store.imagePath(c.composefs)));
+  // The parent's tree: only read when the new image is built flat.
+  const tree = (): FsNode => stackTree(store, c.composefs);
 
   const layerEntries = changeEntries(changes, rootfs, `container ${c.name}`);
   const lease = await acquireLease(store.db, 'write');
+  // With the composefs driver the new image is a stack on the container's (see composefs/stack.ts).
+  const stacking = store.driver === 'composefs' && stackOf(store, c.composefs).length < STACK_MAX;
+  const view = stacking ? openImageView(store, c.composefs) : undefined;
   try {
+    const counts = store.db.get<{ entries: number; logical_size: number }>('SELECT entries, logical_size FROM images WHERE id = ?', c.image_id)!;
     return await buildImage(store, {
-      base: { imageId: c.image_id, tree, layers: baseLayers, objects: baseObjects },
+      base: {
+        imageId: c.image_id, tree, layers: baseLayers, objects: baseObjects,
+        ...(view ? { stack: { composefs: c.composefs, view, entries: counts.entries, logicalSize: counts.logical_size } } : {}),
+      },
       layers: [{
         index: baseLayers.length, digest: '', mediaType: OCI_LAYER_TAR, size: 0, diffId: '',
         openBlob: () => writeTar(layerEntries()), openTar: () => writeTar(layerEntries()),
@@ -100,6 +111,7 @@ async function commitResolved(store: Store, c: ContainerRow, finalName: string, 
       },
     });
   } finally {
+    view?.close();
     lease.release();
   }
 }

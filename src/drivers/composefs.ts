@@ -8,7 +8,7 @@
 // reconciled with /proc/self/mountinfo, so mounts lost to a crash or reboot
 // are simply made again when next needed. Mount operations run inside a
 // write transaction, so two processes never mount the same thing twice.
-import { mkdirSync, rmSync, readFileSync, createReadStream } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, readFileSync, createReadStream } from 'node:fs';
 import { digestOfStream } from '../oci/digest.ts';
 import { join } from 'node:path';
 import type { Store } from '../store/store.ts';
@@ -17,6 +17,7 @@ import { CowshedError } from '../util/errors.ts';
 import { fsverityDigest, toHex } from '../composefs/fsverity.ts';
 import { registerDriver, type StorageDriver } from './driver.ts';
 import { diffUpper } from '../containers/diff.ts';
+import { ensureFlat, isStacked, stackOf, withStacks } from '../composefs/stack.ts';
 
 export interface ContainerPaths { dir: string; upper: string; work: string; merged: string }
 
@@ -45,7 +46,9 @@ function reconcile(store: Store): void {
   for (const r of db.all<{ composefs: string; path: string }>('SELECT composefs, path FROM lower_mounts')) {
     if (!live.has(r.path)) db.run('DELETE FROM lower_mounts WHERE composefs = ?', r.composefs);
   }
-  const lowers = new Set(db.all<{ composefs: string }>('SELECT composefs FROM lower_mounts').map((r) => r.composefs));
+  const mounted = new Set(db.all<{ composefs: string }>('SELECT composefs FROM lower_mounts').map((r) => r.composefs));
+  // A stacked image needs every image of its stack mounted.
+  const lowers = { has: (composefs: string): boolean => stackOf(store, composefs).every((c) => mounted.has(c)) };
   for (const r of db.all<{ composefs: string; path: string }>('SELECT composefs, path FROM image_mounts')) {
     if (!live.has(r.path) || !lowers.has(r.composefs)) {
       if (live.has(r.path)) tryUnmount(r.path);
@@ -84,11 +87,30 @@ export function ensureLower(store: Store, composefs: string): string {
   return path;
 }
 
-/** Unmount an image's EROFS mount when nothing uses it any more. Call inside a transaction. */
+/** The EROFS mounts of an image's stack, top first (one for a flat image). Call inside a transaction. */
+export function ensureLowers(store: Store, composefs: string): string[] {
+  return stackOf(store, composefs).map((c) => ensureLower(store, c));
+}
+
+/**
+ * Unmount the EROFS mounts of an image's stack that nothing uses any more
+ * (the images of a stack are shared with its parent images). Call inside a transaction.
+ */
 export function releaseLower(store: Store, composefs: string): void {
+  const chain = stackOf(store, composefs);
+  if (chain.length === 1) return releaseOne(store, composefs);
+  const used = withStacks(store, store.db.all<{ composefs: string }>(
+    'SELECT composefs FROM image_mounts UNION SELECT composefs FROM containers WHERE mounted = 1').map((r) => r.composefs));
+  for (const c of chain) if (!used.has(c)) releaseOne(store, c, true);
+}
+
+function releaseOne(store: Store, composefs: string, checked = false): void {
   const { db } = store;
-  const used = db.get('SELECT 1 FROM image_mounts WHERE composefs = ?', composefs)
-    ?? db.get('SELECT 1 FROM containers WHERE composefs = ? AND mounted = 1', composefs);
+  const used = !checked && (db.get('SELECT 1 FROM image_mounts WHERE composefs = ?', composefs)
+    ?? db.get('SELECT 1 FROM containers WHERE composefs = ? AND mounted = 1', composefs)
+    // A flat image can be the base of a stack something mounts.
+    ?? (db.get('SELECT 1 FROM composefs_stack WHERE parent = ?', composefs) && withStacks(store, db.all<{ composefs: string }>(
+      'SELECT composefs FROM image_mounts UNION SELECT composefs FROM containers WHERE mounted = 1').map((r) => r.composefs)).has(composefs)));
   if (used) return;
   const row = db.get<{ path: string }>('SELECT path FROM lower_mounts WHERE composefs = ?', composefs);
   if (!row) return;
@@ -109,8 +131,11 @@ export function reconcileMounts(store: Store): void {
  * kernel has no fs-verity to do it on access).
  */
 export async function mountImage(store: Store, ref: string, opts: { verify?: boolean } = {}): Promise<string> {
-  const info = store.resolveImage(ref);
-  if (opts.verify) await verifyImage(store, info.id, info.composefs);
+  let info = store.resolveImage(ref);
+  if (opts.verify) {
+    await verifyImage(store, info.id, info.composefs);
+    info = store.resolveImage(ref); // a stacked image was flattened to be verified: mount what was verified
+  }
   return store.db.tx(() => {
     // rmi may have removed the image since it was resolved (verify takes a while): gc would then take its objects from under the mount.
     if (!store.db.get('SELECT 1 FROM images WHERE id = ?', info.id)) throw new CowshedError('ENOENT', `image ${ref} was removed while it was being mounted`);
@@ -120,12 +145,12 @@ export async function mountImage(store: Store, ref: string, opts: { verify?: boo
       store.db.run('UPDATE image_mounts SET refs = refs + 1 WHERE composefs = ?', info.composefs);
       return existing.path;
     }
-    const lower = ensureLower(store, info.composefs);
+    const lower = ensureLowers(store, info.composefs);
     const path = join(store.paths.mounts, info.composefs.slice(0, 16), 'merged');
     mkdirSync(path, { recursive: true, mode: 0o755 });
     clearStaleMount(path);
     try {
-      mountOverlay(path, { lower: [lower], data: [store.paths.objects], readonly: true });
+      mountOverlay(path, { lower, data: [store.paths.objects], readonly: true });
     } catch (e) {
       releaseLower(store, info.composefs);
       throw e;
@@ -140,16 +165,20 @@ export function unmountImage(store: Store, ref: string, opts: { all?: boolean } 
   const info = store.resolveImage(ref);
   return store.db.tx(() => {
     reconcile(store);
-    const row = store.db.get<{ path: string; refs: number }>('SELECT path, refs FROM image_mounts WHERE composefs = ?', info.composefs);
+    // Mounted as a stack before it was flattened: that mount is the one to drop.
+    const composefs = store.db.get<{ composefs: string }>('SELECT composefs FROM image_mounts WHERE composefs = ?', info.composefs)?.composefs
+      ?? store.db.get<{ composefs: string }>('SELECT s.composefs FROM composefs_stack s JOIN image_mounts m ON m.composefs = s.composefs WHERE s.flat = ?', info.composefs)?.composefs
+      ?? info.composefs;
+    const row = store.db.get<{ path: string; refs: number }>('SELECT path, refs FROM image_mounts WHERE composefs = ?', composefs);
     if (!row) throw new CowshedError('EINVAL', `image ${ref} is not mounted`);
     if (row.refs > 1 && !opts.all) {
-      store.db.run('UPDATE image_mounts SET refs = refs - 1 WHERE composefs = ?', info.composefs);
+      store.db.run('UPDATE image_mounts SET refs = refs - 1 WHERE composefs = ?', composefs);
       return false;
     }
     unmount(row.path);
-    store.db.run('DELETE FROM image_mounts WHERE composefs = ?', info.composefs);
+    store.db.run('DELETE FROM image_mounts WHERE composefs = ?', composefs);
     rmSync(row.path, { recursive: true, force: true });
-    releaseLower(store, info.composefs);
+    releaseLower(store, composefs);
     return true;
   });
 }
@@ -168,9 +197,9 @@ export function mountContainer(store: Store, id: string): string {
     mkdirSync(p.work, { recursive: true, mode: 0o700 });
     mkdirSync(p.merged, { recursive: true, mode: 0o755 });
     clearStaleMount(p.merged);
-    const lower = ensureLower(store, c.composefs);
+    const lower = ensureLowers(store, c.composefs);
     try {
-      mountOverlay(p.merged, { lower: [lower], data: [store.paths.objects], upper: p.upper, work: p.work });
+      mountOverlay(p.merged, { lower, data: [store.paths.objects], upper: p.upper, work: p.work });
     } catch (e) {
       releaseLower(store, c.composefs);
       throw e;
@@ -192,7 +221,25 @@ export function unmountContainer(store: Store, id: string): void {
   });
 }
 
-/** Where a mounted container's image tree is (its EROFS mount). */
+/**
+ * The tree of an image, read-only, for reading alongside its containers
+ * (diff, commit): a flat image's EROFS mount as it is; for a stack, an
+ * overlay of its EROFS mounts made for the caller and taken down by close().
+ */
+export function openImageView(store: Store, composefs: string): { dir: string; close: () => void } {
+  const lower = withMountLock(store, () => ensureLowers(store, composefs));
+  if (lower.length === 1) return { dir: lower[0]!, close: () => {} };
+  const dir = mkdtempSync(join(store.paths.mounts, `view-${process.pid}-`));
+  try {
+    mountOverlay(dir, { lower, data: [store.paths.objects], readonly: true });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  return { dir, close: () => { unmount(dir); rmSync(dir, { recursive: true, force: true }); } };
+}
+
+/** Where a mounted container's image tree is (its EROFS mount; a flat image only: see openImageView). */
 export function containerLower(store: Store, id: string): string {
   const path = mountContainer(store, id) && store.db.get<{ path: string }>(
     'SELECT l.path FROM lower_mounts l JOIN containers c ON c.composefs = l.composefs WHERE c.id = ?', id,
@@ -202,7 +249,9 @@ export function containerLower(store: Store, id: string): string {
 }
 
 /** Userspace verification: the image file's digest, then every object's. */
-export async function verifyImage(store: Store, id: string, composefs: string): Promise<void> {
+export async function verifyImage(store: Store, id: string, stackTop: string): Promise<void> {
+  // A stacked image is verified (and then mounted) as its single composefs image.
+  const composefs = isStacked(store, stackTop) ? await ensureFlat(store, id) : stackTop;
   let image: Buffer;
   try { image = readFileSync(store.imagePath(composefs)); } catch {
     throw new CowshedError('ECORRUPT', `image ${id}: composefs image ${composefs} is missing`);
@@ -244,6 +293,10 @@ export const composefsDriver: StorageDriver = {
   unmount: (store, c) => unmountContainer(store, c.id),
   remove: (store, c) => unmountContainer(store, c.id),
   rootfs: (store, c) => containerPaths(store, c.id).merged,
-  diff: (store, c) => diffUpper(containerPaths(store, c.id).upper, containerLower(store, c.id)),
+  diff: (store, c) => {
+    mountContainer(store, c.id);
+    const view = openImageView(store, c.composefs);
+    try { return diffUpper(containerPaths(store, c.id).upper, view.dir); } finally { view.close(); }
+  },
 };
 registerDriver('composefs', composefsDriver);

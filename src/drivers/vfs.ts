@@ -1,17 +1,17 @@
 // vfs: every container is a full copy of its image, reflinked from the
 // object store where the filesystem can (btrfs, xfs with reflink=1), copied
 // byte for byte otherwise. Simple and slow to create; works anywhere.
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Store } from '../store/store.ts';
 import { registerDriver, type ContainerRef, type StorageDriver } from './driver.ts';
 import { materializeTree } from './materialize.ts';
-import { readComposefsImage } from '../composefs/erofs-reader.ts';
+import { stackTree } from '../composefs/stack-tree.ts';
 import { diffAgainstTree } from '../containers/tree-diff.ts';
 import { pidAlive } from '../store/leases.ts';
 import { CowshedError } from '../util/errors.ts';
 
-export const imageTreeOf = (store: Store, composefs: string) => readComposefsImage(readFileSync(store.imagePath(composefs)));
+export const imageTreeOf = (store: Store, composefs: string) => stackTree(store, composefs);
 const rootfsOf = (store: Store, c: ContainerRef): string => join(store.paths.containers, c.id, 'rootfs');
 
 /**

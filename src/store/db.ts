@@ -61,6 +61,16 @@ CREATE TABLE IF NOT EXISTS builds (
   layers_json TEXT NOT NULL,        -- the layer rows, to restore them
   objects_blob TEXT NOT NULL        -- blob: JSON list of the object digests the image needs
 );
+-- Stacked images (composefs/stack.ts): the layer image composefs is mounted
+-- above parent (itself flat or stacked); entries_digest is the blob of the
+-- layer's entries, from which the flattened tree is rebuilt; flat is the
+-- flattened image's digest once made.
+CREATE TABLE IF NOT EXISTS composefs_stack (
+  composefs TEXT PRIMARY KEY,
+  parent TEXT NOT NULL,
+  entries_digest TEXT NOT NULL,
+  flat TEXT
+);
 -- Mounts are runtime state, reconciled with /proc/self/mountinfo.
 -- The EROFS loop mount of a composefs image, shared by everything that uses
 -- the image; it stays while an image mount or a mounted container needs it.

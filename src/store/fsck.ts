@@ -10,6 +10,7 @@ import { sha256Digest } from '../oci/digest.ts';
 import { pidAlive } from './leases.ts';
 import { mountPoints } from '../util/mount.ts';
 import { driverFor } from '../drivers/driver.ts';
+import { stackOf } from '../composefs/stack.ts';
 
 export interface FsckProblem { kind: string; path: string; message: string; repaired?: boolean }
 export interface FsckReport { problems: FsckProblem[]; objectsChecked: number; imagesChecked: number; blobsChecked: number }
@@ -78,14 +79,17 @@ export async function fsck(store: Store, opts: { repair?: boolean } = {}): Promi
   const images = store.db.all<{ id: string; composefs: string; config_digest: string }>('SELECT id, composefs, config_digest FROM images');
   const checkedImages = new Map<string, boolean>();
   for (const img of images) {
-    const file = store.imagePath(img.composefs);
-    if (!checkedImages.has(img.composefs)) {
-      let ok = false;
-      try { ok = toHex(fsverityDigest(readFileSync(file))) === img.composefs; } catch { ok = false; }
-      checkedImages.set(img.composefs, ok);
-    }
-    if (!checkedImages.get(img.composefs)) {
-      report('image', file, `composefs image of ${img.id} is ${existsSync(file) ? 'corrupt' : 'missing'}`);
+    // A stacked image: every composefs image of its stack (composefs/stack.ts).
+    for (const cfs of stackOf(store, img.composefs)) {
+      const file = store.imagePath(cfs);
+      if (!checkedImages.has(cfs)) {
+        let ok = false;
+        try { ok = toHex(fsverityDigest(readFileSync(file))) === cfs; } catch { ok = false; }
+        checkedImages.set(cfs, ok);
+      }
+      if (!checkedImages.get(cfs)) {
+        report('image', file, `composefs image of ${img.id} is ${existsSync(file) ? 'corrupt' : 'missing'}`);
+      }
     }
     checkBlob(store, img.id, `manifest of ${img.id}`, report);
     checkBlob(store, img.config_digest, `config of ${img.id}`, report);

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { Store } from './store.ts';
 import { acquireLease, pidAlive } from './leases.ts';
 import { driverFor } from '../drivers/driver.ts';
+import { withStacks } from '../composefs/stack.ts';
 
 export interface GcReport { objectsRemoved: number; imagesRemoved: number; blobsRemoved: number; bytesFreed: number }
 
@@ -18,7 +19,11 @@ export async function gc(store: Store): Promise<GcReport> {
     // removes between these reads would otherwise keep its build record (so a re-import
     // reuses it) while its manifest, config and tar-split blobs are deleted.
     const { liveImages, liveObjects, liveBlobs } = db.tx(() => {
-      const liveImages = new Set(db.all<{ composefs: string }>('SELECT composefs FROM images UNION SELECT composefs FROM containers UNION SELECT composefs FROM lower_mounts').map((r) => r.composefs));
+      // A stacked image needs every image of its stack (composefs/stack.ts); the stack records of the rest go.
+      const liveImages = withStacks(store, db.all<{ composefs: string }>('SELECT composefs FROM images UNION SELECT composefs FROM containers UNION SELECT composefs FROM lower_mounts').map((r) => r.composefs));
+      for (const r of db.all<{ composefs: string }>('SELECT composefs FROM composefs_stack')) {
+        if (!liveImages.has(r.composefs)) db.run('DELETE FROM composefs_stack WHERE composefs = ?', r.composefs);
+      }
       // Build records of removed images go: their objects are about to.
       db.run('DELETE FROM builds WHERE manifest_digest NOT IN (SELECT id FROM images)');
       db.run('DELETE FROM objects WHERE digest NOT IN (SELECT digest FROM image_objects)');
@@ -30,6 +35,7 @@ export async function gc(store: Store): Promise<GcReport> {
         if (r.entries_digest) liveBlobs.add(r.entries_digest);
       }
       for (const r of db.all<{ objects_blob: string }>('SELECT objects_blob FROM builds')) liveBlobs.add(r.objects_blob);
+      for (const r of db.all<{ entries_digest: string }>('SELECT entries_digest FROM composefs_stack')) liveBlobs.add(r.entries_digest);
       return { liveImages, liveObjects, liveBlobs };
     });
 

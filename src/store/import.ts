@@ -5,7 +5,7 @@
 // final database transaction; a failure leaves the store as it was (at most
 // garbage under tmp/ that gc and fsck clean).
 import { fromHost } from '../util/names.ts';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gunzipSync, gzip } from 'node:zlib';
@@ -18,6 +18,8 @@ import { type FsNode, isReg, walk } from '../tree/node.ts';
 import { FsVerityHasher, fsverityDigest, toHex } from '../composefs/fsverity.ts';
 import { writeComposefsImage } from '../composefs/erofs-writer.ts';
 import { fail } from '../util/errors.ts';
+import { planLayerImage, type ParentView } from '../composefs/stack-tree.ts';
+import { readComposefsImage } from '../composefs/erofs-reader.ts';
 import { freeBytes, formatBytes, writeFileAtomic } from '../util/fs.ts';
 import { objectRelPath, type ObjectBatch } from './objects.ts';
 
@@ -113,12 +115,14 @@ export interface ImageMeta {
 
 const metaOf = (src: ImageSource): ImageMeta => ({ ref: src.ref, manifest: src.manifest, config: src.config });
 
-/** An image to build on (commit): its tree, layers and objects. */
+/** An image to build on (commit): its tree, layers and objects (read only if the image is built flat). */
 export interface BaseImage {
   imageId: string;
-  tree: FsNode;
+  tree: () => FsNode;
   layers: LayerRecord[];
-  objects: Map<string, number>;
+  objects: () => Map<string, number>;
+  /** Build a stacked image (composefs/stack.ts) on this composefs image where the change allows. */
+  stack?: { composefs: string; view: ParentView; entries: number; logicalSize: number };
 }
 
 export interface BuildSpec {
@@ -140,11 +144,11 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
   // One batch per layer (named by diff ID, so a killed run's finished layers can be taken over).
   const layerBatches: ObjectBatch[] = [];
   try {
-    const builder = new LayerTreeBuilder(spec.base?.tree);
     const layers: LayerRecord[] = [...(spec.base?.layers ?? [])];
     // Every layer's file contents, hidden ones too: rebuilding a layer for
     // export needs the files that later layers deleted or replaced.
-    const objects = new Map<string, number>(spec.base?.objects ?? []);
+    // (On top of a base image: the new layers' only.)
+    const objects = new Map<string, number>();
     // Layers are read side by side (downloads overlap, decompression runs on
     // other threads); their entries are then applied to the tree in order.
     const read = await mapLimit(spec.layers, LAYER_CONCURRENCY, async (layer) => {
@@ -162,40 +166,61 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
       layerBatches.push(b);
       return importLayer(store, b, layer, spec.layers.length, objects, opts);
     });
-    for (const [i, r] of read.entries()) {
-      const layer = spec.layers[i]!;
+    for (const r of read) {
       if (r.split) store.blobs.put(r.split, r.record.split_digest);
       if (r.entriesBytes) store.blobs.put(r.entriesBytes, r.record.entries_digest ?? undefined);
-      builder.beginLayer(`layer ${layer.index + 1}${layer.digest ? ` (${layer.digest.slice(0, 19)})` : ''}`);
-      for (const [entry, content] of r.entries) builder.apply(entry, content);
       layers.push(r.record);
     }
-    const root = builder.finish();
-    const { logicalSize, entries } = summarize(root);
+    const base = spec.base;
+    // One new layer on a base that allows it: only the change is written (a stack).
+    const stackOn = base?.stack;
+    const plan = stackOn && read.length === 1 && read[0]!.record.entries_digest
+      ? planLayerImage(read[0]!.entries, readComposefsImage(readFileSync(store.imagePath(stackOn.composefs)), { rootOnly: true }), stackOn.view)
+      : undefined;
+    let image: Buffer;
+    let logicalSize: number;
+    let entries: number;
+    let baseObjects: Map<string, number> | undefined;
+    if (plan) {
+      image = writeComposefsImage(plan.root, { layer: { ...plan.layer, parent: Buffer.from(stackOn!.composefs, 'hex') } });
+      entries = stackOn!.entries + plan.entriesDelta;
+      logicalSize = stackOn!.logicalSize + plan.sizeDelta;
+    } else {
+      const builder = new LayerTreeBuilder(base?.tree());
+      for (const [i, r] of read.entries()) {
+        const layer = spec.layers[i]!;
+        builder.beginLayer(`layer ${layer.index + 1}${layer.digest ? ` (${layer.digest.slice(0, 19)})` : ''}`);
+        for (const [entry, content] of r.entries) builder.apply(entry, content);
+      }
+      const root = builder.finish();
+      ({ logicalSize, entries } = summarize(root));
+      image = writeComposefsImage(root);
+      baseObjects = base?.objects();
+    }
     const meta = spec.meta(layers);
     const id = meta.manifest.digest;
-
-    // The object list is gzipped on the thread pool while the composefs image is written here.
-    const objectList = gzipAsync(JSON.stringify([...objects.keys()]));
-    const image = writeComposefsImage(root);
+    // The object list is gzipped on the thread pool while the image is stored. A
+    // stacked image's build is not recorded: a re-import of its manifest builds it flat.
+    const objectList = plan ? undefined : gzipAsync(JSON.stringify([...new Map([...baseObjects ?? [], ...objects]).keys()]));
     const cfs = toHex(fsverityDigest(image));
     opts.beforeCommit?.(cfs);
     const imgPath = store.imagePath(cfs);
     if (!existsSync(imgPath)) writeFileAtomic(imgPath, image, store.paths.tmp);
     store.blobs.put(meta.manifest.bytes, id);
     store.blobs.put(meta.config.bytes, meta.config.digest);
-    const objectsBlob = store.blobs.put(await objectList);
+    const objectsBlob = objectList ? store.blobs.put(await objectList) : undefined;
     for (const b of layerBatches) await b.commit();
 
     // On top of a base, only the new objects need rows; the rest are the base's.
-    const base = spec.base;
-    const added = base ? [...objects].filter(([hex]) => !base.objects.has(hex)) : [...objects];
+    const added = baseObjects ? [...objects].filter(([hex]) => !baseObjects.has(hex)) : [...objects];
     db.tx(() => {
-      db.run(
+      if (plan) {
+        db.run('INSERT OR IGNORE INTO composefs_stack (composefs, parent, entries_digest) VALUES (?, ?, ?)', cfs, stackOn!.composefs, read[0]!.record.entries_digest!);
+      } else db.run(
         `INSERT INTO builds (manifest_digest, composefs, entries, logical_size, layers_json, objects_blob) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT(manifest_digest) DO UPDATE SET composefs = excluded.composefs, entries = excluded.entries,
            logical_size = excluded.logical_size, layers_json = excluded.layers_json, objects_blob = excluded.objects_blob`,
-        id, cfs, entries, logicalSize, JSON.stringify(layers), objectsBlob,
+        id, cfs, entries, logicalSize, JSON.stringify(layers), objectsBlob!,
       );
       for (const [hex, size] of added) db.run('INSERT OR IGNORE INTO objects (digest, size) VALUES (?, ?)', hex, size);
       recordImage(store, meta, spec.name, cfs, entries, logicalSize, layers,
@@ -263,7 +288,7 @@ function encodeEntries(entries: Array<[EntryMeta, FileContent | undefined]>): Pr
   ]) }));
 }
 
-function decodeEntries(buf: Buffer): Array<[EntryMeta, FileContent | undefined]> {
+export function decodeEntries(buf: Buffer): Array<[EntryMeta, FileContent | undefined]> {
   const bytes = (s: string | undefined) => (s === undefined ? undefined : Buffer.from(s, 'base64'));
   type Raw = [Omit<EntryMeta, 'xattrs'> & { xattrs: Array<[string, string]> }, { digest?: string; inline?: string; payload?: string } | null];
   const parsed = JSON.parse(unzipRecord(buf).toString()) as Raw[] | { v: 2; e: Raw[] };

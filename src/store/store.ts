@@ -28,6 +28,8 @@ const lazy = {
   source: () => import('../oci/source.ts'),
   local: () => import('./local-sources.ts'),
   reader: () => import('../composefs/erofs-reader.ts'),
+  stack: () => import('../composefs/stack.ts'),
+  stackTree: () => import('../composefs/stack-tree.ts'),
   split: () => import('../tar/split.ts'),
   digest: () => import('../oci/digest.ts'),
 };
@@ -191,10 +193,18 @@ export class Store {
     return { ...info, configDigest: r.config_digest, manifest, config, layers, uniqueSize: uniqueObjectBytes(this, info.id), imageFileSize };
   }
 
-  /** The image's flattened tree, read back from its composefs image. */
+  /** The image's flattened tree, read back from its composefs image (or its stack's). */
   async imageTree(ref: string): Promise<FsNode> {
     const info = this.resolveImage(ref);
-    return (await lazy.reader()).readComposefsImage(readFileSync(this.imagePath(info.composefs)));
+    return (await lazy.stackTree()).stackTree(this, info.composefs);
+  }
+
+  /**
+   * The digest of the image's single composefs image, flattening a stacked
+   * image first (signatures, verification: see composefs/stack.ts).
+   */
+  async flatComposefs(ref: string): Promise<string> {
+    return (await lazy.stack()).ensureFlat(this, this.resolveImage(ref).id);
   }
 
   /**

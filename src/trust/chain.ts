@@ -53,6 +53,8 @@ function identityOf(names: string[], asked: string): DockerRef | undefined {
 }
 
 export async function verifyChain(store: Store, name: string, opts: TrustOptions): Promise<ChainReport> {
+  // A stacked image is checked as its single composefs image (the one signatures name).
+  await store.flatComposefs(name);
   const info = store.resolveImage(name);
   const id = info.id;
   const fail = (link: string, why: string): never => { throw new CowshedError('EDIGEST', `image ${id}: ${link}: ${why}; refused`); };

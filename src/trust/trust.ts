@@ -233,12 +233,11 @@ export async function signPushed(store: Store | undefined, image: string | undef
   if (r.digest !== undefined && digest !== r.digest) throw new CowshedError('EDIGEST', `${ref}: the registry served manifest ${digest}`);
   let composefs: string | undefined;
   if (store && image !== undefined) {
-    const info = store.resolveImage(image);
     const pushed = store.inspectImage(image);
     // The composefs digest is only claimed for the image the registry holds: same config, same diff IDs.
     const m = JSON.parse(got.bytes.toString('utf8')) as { config?: { digest?: string } };
     if (m.config?.digest !== pushed.configDigest) throw new CowshedError('EINVAL', `${ref} is not ${image}: the registry's manifest ${digest} has config ${m.config?.digest}, the image ${pushed.configDigest}`);
-    composefs = info.composefs;
+    composefs = await store.flatComposefs(image);
   }
   const res = await signManifest(client, ref, digest, composefs, o, prepared);
   return { ...res, digest };

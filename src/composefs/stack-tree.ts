@@ -1,0 +1,207 @@
+// Stacked images (see stack.ts): the trees of stacks, flattening, and the
+// plan of a commit's layer image. Loaded only by what builds or reads trees.
+import { existsSync, lstatSync as lstatRaw, readdirSync as readdirRaw, readFileSync, type Stats } from 'node:fs';
+import type { Store } from '../store/store.ts';
+import { type FsNode, S_IFDIR, S_IFCHR, S_IFREG, S_IFLNK, S_IFBLK, S_IFIFO, isDir, isReg, newNode } from '../tree/node.ts';
+import { LayerTreeBuilder, finalizeLinks, splitArchivePath, type EntryMeta, type FileContent } from '../tree/layers.ts';
+import { readComposefsImage } from './erofs-reader.ts';
+import { writeComposefsImage, type LayerImage } from './erofs-writer.ts';
+import { fsverityDigest, toHex } from './fsverity.ts';
+import { writeFileAtomic } from '../util/fs.ts';
+import { fsPath } from '../util/names.ts';
+import { CowshedError } from '../util/errors.ts';
+import { decodeEntries } from '../store/import.ts';
+import { stackOf } from './stack.ts';
+
+const WHITEOUT = '.wh.';
+const OPAQUE = '.wh..wh..opq';
+
+/** The tree a composefs image shows: a flat image read back, or a stack's layers applied to its parent's tree. */
+export function stackTree(store: Store, composefs: string): FsNode {
+  const chain = stackOf(store, composefs);
+  const layers: string[] = [];
+  let tree: FsNode | undefined;
+  for (const c of chain) {
+    const r = store.db.get<{ entries_digest: string; flat: string | null }>('SELECT entries_digest, flat FROM composefs_stack WHERE composefs = ?', c);
+    const file = r ? (r.flat && existsSync(store.imagePath(r.flat)) ? r.flat : undefined) : c;
+    if (file) {
+      tree = readComposefsImage(readFileSync(store.imagePath(file)));
+      break;
+    }
+    layers.push(r!.entries_digest);
+  }
+  if (!tree) throw new CowshedError('ECORRUPT', `composefs image ${composefs}: its stack has no base image`);
+  let out: FsNode = tree;
+  for (let i = layers.length - 1; i >= 0; i--) {
+    const b: LayerTreeBuilder = new LayerTreeBuilder(out);
+    b.beginLayer(`stacked layer ${i + 1}`);
+    for (const [e, c] of decodeEntries(store.blobs.get(layers[i]!))) b.apply(e, c);
+    out = b.finish();
+  }
+  return out;
+}
+
+/**
+ * Make an image single (flat) if it is a stack: write its flattened
+ * composefs image and point the image (and every image sharing its stack
+ * top) at it. Returns the image's composefs digest. Containers keep
+ * mounting the stack they were made from. Call with a write lease held.
+ */
+export function flattenImage(store: Store, imageId: string): string {
+  const { db } = store;
+  const row = db.get<{ composefs: string }>('SELECT composefs FROM images WHERE id = ?', imageId);
+  if (!row) throw new CowshedError('ENOENT', `no such image: ${imageId}`);
+  const top = row.composefs;
+  const st = db.get<{ flat: string | null }>('SELECT flat FROM composefs_stack WHERE composefs = ?', top);
+  if (!st) return top;
+  let flat = st.flat && existsSync(store.imagePath(st.flat)) ? st.flat : undefined;
+  if (!flat) {
+    const image = writeComposefsImage(stackTree(store, top));
+    flat = toHex(fsverityDigest(image));
+    if (!existsSync(store.imagePath(flat))) writeFileAtomic(store.imagePath(flat), image, store.paths.tmp);
+  }
+  db.tx(() => {
+    db.run('UPDATE composefs_stack SET flat = ? WHERE composefs = ?', flat, top);
+    db.run('UPDATE images SET composefs = ? WHERE composefs = ?', flat, top);
+  });
+  return flat;
+}
+
+/** Read access to the parent image's tree, through a mount of it. */
+export interface ParentView {
+  /** The root directory of the parent image's mounted tree. */
+  dir: string;
+}
+
+interface ParentStat { dir: boolean; reg: boolean; nlink: number; size: number }
+
+function parentStat(view: ParentView, path: string): ParentStat | undefined {
+  let st: Stats;
+  try { st = lstatRaw(fsPath(`${view.dir}/${path}`)); } catch { return undefined; }
+  // A flat image's raw EROFS mount shows the root's 00..ff whiteouts: not part of the tree.
+  if (st.isCharacterDevice() && st.rdev === 0) return undefined;
+  return { dir: st.isDirectory(), reg: st.isFile(), nlink: st.nlink, size: st.size };
+}
+
+/** What a stacked layer image changes: its tree, and how the image's entry count and size move. */
+export interface LayerImagePlan {
+  root: FsNode;
+  layer: Omit<LayerImage, 'parent'>;
+  entriesDelta: number;
+  sizeDelta: number;
+}
+
+/**
+ * The layer image for `entries` on top of a parent, or undefined when the
+ * stacked view would not be exactly the flattened tree (then build flat).
+ * `parentRoot` is the parent's root directory (metadata only).
+ */
+export function planLayerImage(entries: Array<[EntryMeta, FileContent | undefined]>, parentRoot: FsNode, view: ParentView): LayerImagePlan | undefined {
+  const root = newNode(S_IFDIR | (parentRoot.mode & 0o7777), {
+    uid: parentRoot.uid, gid: parentRoot.gid, mtimeSec: parentRoot.mtimeSec, mtimeNsec: parentRoot.mtimeNsec, xattrs: new Map(parentRoot.xattrs),
+  });
+  const whiteouts = new Set<FsNode>();
+  const opaque = new Set<FsNode>();
+  const byPath = new Map<string, FsNode>([['', root]]);
+  // Directories below which the parent has nothing that shows: opaque ones, and new ones (also
+  // where the parent has a file or symlink: its path is never looked up through).
+  const fresh = new Set<string>();
+  let entriesDelta = 0;
+  let sizeDelta = 0;
+  const counted = new Set<FsNode>();
+
+  // The parent's subtree below `path` goes: count it, and refuse hardlinks (their other names would keep a wrong link count).
+  const removeSubtree = (path: string): boolean => {
+    let names: string[];
+    try { names = readdirRaw(fsPath(`${view.dir}/${path}`), { encoding: 'latin1' }); } catch { return true; }
+    for (const name of names) {
+      const p = path === '' ? name : `${path}/${name}`;
+      const st = parentStat(view, p);
+      if (!st) continue;
+      if (!removeOne(p, st)) return false;
+    }
+    return true;
+  };
+  const removeOne = (path: string, st: ParentStat): boolean => {
+    if (!st.dir && st.nlink > 1) return false;
+    entriesDelta--;
+    if (st.reg) sizeDelta -= st.size;
+    return st.dir ? removeSubtree(path) : true;
+  };
+  const hidden = (path: string): boolean => {
+    for (let i = path.indexOf('/'); i > 0; i = path.indexOf('/', i + 1)) if (fresh.has(path.slice(0, i))) return true;
+    return false;
+  };
+
+  for (const [e, content] of entries) {
+    const parts = splitArchivePath(e.path);
+    if (parts.length === 0) return undefined; // the root's own metadata: flat
+    const name = parts[parts.length - 1]!;
+    const dirPath = parts.slice(0, -1).join('/');
+    const dir = byPath.get(dirPath);
+    if (!dir || !isDir(dir)) return undefined; // an implicit parent directory: its metadata is the parent's, flat
+    if (name === OPAQUE) {
+      // After entries of its own directory, the counts above would be wrong: flat.
+      if (dirPath === '' || opaque.has(dir) || dir.children!.size > 0) return undefined;
+      if (!fresh.has(dirPath) && !hidden(dirPath)) {
+        const st = parentStat(view, dirPath);
+        if (st?.dir && !removeSubtree(dirPath)) return undefined;
+      }
+      opaque.add(dir);
+      fresh.add(dirPath);
+      continue;
+    }
+    const victim = name.startsWith(WHITEOUT) ? name.slice(WHITEOUT.length) : undefined;
+    const target = victim ?? name;
+    if (target === '' || target === '.' || target === '..') return undefined;
+    const path = dirPath === '' ? target : `${dirPath}/${target}`;
+    if (dir.children!.has(target)) return undefined; // named twice in one layer: flat
+    const inParent = hidden(path) ? undefined : parentStat(view, path);
+    if (victim !== undefined) {
+      if (inParent && !removeOne(path, inParent)) return undefined;
+      const w = newNode(S_IFCHR | 0o644, { uid: root.uid, gid: root.gid, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec });
+      whiteouts.add(w);
+      dir.children!.set(target, w);
+      byPath.set(path, w);
+      continue;
+    }
+    let node: FsNode;
+    if (e.type === 'hardlink') {
+      const t = byPath.get(splitArchivePath(e.linkname, 'hardlink target').join('/'));
+      if (!t || isDir(t) || whiteouts.has(t)) return undefined; // a link to the parent's file: flat
+      node = t;
+    } else {
+      node = newNode(({ file: S_IFREG, symlink: S_IFLNK, char: S_IFCHR, block: S_IFBLK, dir: S_IFDIR, fifo: S_IFIFO } as const)[e.type] | (e.mode & 0o7777), {
+        uid: e.uid, gid: e.gid, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, xattrs: new Map(e.xattrs),
+      });
+      if (e.type === 'symlink') {
+        if (e.linkname === '') return undefined;
+        node.target = e.linkname;
+      } else if (e.type === 'char' || e.type === 'block') {
+        node.rdev = ((e.devminor & 0xff) | ((e.devmajor & 0xfff) << 8) | ((e.devminor & ~0xff) << 12)) >>> 0;
+      } else if (e.type === 'file') {
+        node.size = e.size;
+        if (content?.inline) node.inline = content.inline;
+        if (content?.digest) node.digest = content.digest;
+        if (content?.payload) node.payload = content.payload;
+      }
+    }
+    // What it replaces in the parent.
+    if (inParent) {
+      if (!inParent.dir && inParent.nlink > 1) return undefined;
+      if (inParent.reg) sizeDelta -= inParent.size;
+      if (inParent.dir && !isDir(node)) {
+        if (!removeSubtree(path)) return undefined;
+      }
+    } else {
+      entriesDelta++;
+    }
+    if (isDir(node) && !inParent?.dir) fresh.add(path);
+    if (isReg(node) && !counted.has(node)) { counted.add(node); sizeDelta += node.size; }
+    dir.children!.set(target, node);
+    byPath.set(path, node);
+  }
+  finalizeLinks(root);
+  return { root, layer: { whiteouts, opaque }, entriesDelta, sizeDelta };
+}
+
