@@ -4,7 +4,7 @@
 //   const store = await Store.open('/var/lib/cowshed');
 //   await store.importImage('oci:/tmp/layout:v1', 'debian:v1');
 //   const path = await store.mountImage('debian:v1');
-import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Db } from './db.ts';
 import { ObjectStore } from './objects.ts';
@@ -199,7 +199,7 @@ export class Store {
       'SELECT * FROM layers WHERE image_id = ? ORDER BY idx', info.id,
     ).map((l) => ({ digest: l.blob_digest, mediaType: l.media_type, size: l.blob_size, diffId: l.diff_id, tarSize: l.tar_size }));
     let imageFileSize = 0;
-    try { imageFileSize = readFileSync(this.imagePath(info.composefs)).length; } catch { /* reported by fsck */ }
+    try { imageFileSize = statSync(this.imagePath(info.composefs)).size; } catch { /* reported by fsck */ }
     return { ...info, configDigest: r.config_digest, manifest, config, layers, imageFileSize };
   }
 
