@@ -1,5 +1,5 @@
 // cowshed as a library: everything the CLI does, a program can do.
-export { Store, type ImageInfo, type ImageDetails, type StoreOptions, type DriverName } from './store/store.ts';
+export { Store, type ImageInfo, type ImageDetails, type ImageRecord, type StoreOptions, type DriverName } from './store/store.ts';
 export type { ImportOptions, ImportResult, ImportProgress } from './store/import.ts';
 export { fsck, type FsckReport, type FsckProblem } from './store/fsck.ts';
 export { gc, df, type GcReport, type DfReport } from './store/gc.ts';

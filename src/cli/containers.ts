@@ -3,13 +3,13 @@
 import { jsonName } from '../util/names.ts';
 import { Option, type Command } from 'commander';
 import type { Store } from '../store/store.ts';
-import { createContainer, listContainers, removeContainer, findContainer, containerDiff } from '../containers/containers.ts';
 import type { Change } from '../containers/diff.ts';
 import { table, age, shortId } from './output.ts';
 import { fail } from '../util/errors.ts';
 import type { ExportCompression } from '../store/export.ts';
 
 // Loaded by the commands that need them, to keep start-up short.
+const containersLib = () => import('../containers/containers.ts');
 const diffLib = () => import('../containers/diff.ts');
 /** ps's STATUS column for the states other than exited. */
 const STATUS: Record<string, string> = { running: 'Up', created: 'Created', creating: 'Creating', incomplete: 'Incomplete (rm -f it)' };
@@ -39,7 +39,10 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .description('make a container from an image (mounted, ready); prints its id')
     .argument('<image>')
     .option('--name <name>', 'container name')
-    .action(async (image: string, o: { name?: string }) => withStore(async (s) => say((await createContainer(s, image, { name: o.name })).id)));
+    .action(async (image: string, o: { name?: string }) => withStore(async (s) => {
+      const { createContainer } = await containersLib();
+      say((await createContainer(s, image, { name: o.name })).id);
+    }));
 
   program.command('run')
     .description('create a container from an image and run it with runc; passes output and exit code through')
@@ -80,8 +83,8 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .option('-a, --all', 'all containers')
     .option('-q, --quiet', 'ids only')
     .option('--json', 'JSON output')
-    .action(async (o: { all?: boolean; quiet?: boolean; json?: boolean }) => withStore((s) => {
-      const list = listContainers(s, { all: o.all });
+    .action(async (o: { all?: boolean; quiet?: boolean; json?: boolean }) => withStore(async (s) => {
+      const list = (await containersLib()).listContainers(s, { all: o.all });
       if (o.json) return say(JSON.stringify(list, null, 2));
       if (o.quiet) return list.length ? say(list.map((c) => c.id.slice(0, 12)).join('\n')) : undefined;
       say(table(['CONTAINER ID', 'IMAGE', 'CREATED', 'STATUS', 'NAMES'], list.map((c) => [
@@ -96,6 +99,7 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .option('-f, --force', 'remove even if running')
     .option('-v, --volumes', 'remove the anonymous volumes the container used')
     .action(async (refs: string[], o: { force?: boolean; volumes?: boolean }) => withStore(async (s) => {
+      const { findContainer, removeContainer } = await containersLib();
       for (const r of refs) {
         const { anonymousVolumesOf } = await import('../volumes/mounts.ts');
         const c = o.volumes ? findContainer(s, r) : undefined;
@@ -115,6 +119,7 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
     .action(async (a: string, b: string | undefined, o: { json?: boolean }) => withStore(async (s) => {
       let changes: Change[];
       if (b === undefined) {
+        const { findContainer, containerDiff } = await containersLib();
         if (!findContainer(s, a)) fail('ENOENT', `no such container: ${a} (to compare images, name two)`);
         changes = containerDiff(s, a);
       } else {

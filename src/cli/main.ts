@@ -1,10 +1,8 @@
 // The cowshed command line: parse, call the library, print. Names and flags
 // follow podman, skopeo and mkcomposefs (docs: ../shared/design/CLI.md).
 import { Command, CommanderError, Option } from 'commander';
-import { Store, type DriverName } from '../store/store.ts';
+import type { Store, DriverName } from '../store/store.ts';
 import { defaultStoreDir } from '../store/paths.ts';
-import { mountImage, unmountImage } from '../drivers/composefs.ts';
-import { findContainer, mount as mountContainerByRef, unmount as unmountContainerByRef } from '../containers/containers.ts';
 import { containerCommands } from './containers.ts';
 import { registryCommands } from './registry.ts';
 import { isCowshedError } from '../util/errors.ts';
@@ -13,6 +11,13 @@ import { composefsCommands } from './composefs.ts';
 import { inspectWithSignatures, trustCommands, verifyForUse } from './trust.ts';
 import { helpCommands } from './help.ts';
 import { deltaCommands } from './delta.ts';
+
+// The library loads when a command runs, only the parts it needs: every
+// module (and every Node built-in it pulls in) is start-up time that a short
+// command like ps pays on each call. Only commander and the command
+// definitions load up front, for parsing, help and completion.
+const containersLib = () => import('../containers/containers.ts');
+const composefsDriver = () => import('../drivers/composefs.ts');
 
 interface GlobalOpts { store?: string; driver?: DriverName; logLevel?: string; quiet?: boolean }
 
@@ -32,6 +37,7 @@ const say = (s: string): void => { process.stdout.write(s.endsWith('\n') ? s : `
 
 export async function withStore<T>(fn: (s: Store) => Promise<T> | T): Promise<T> {
   const g = globals();
+  const { Store } = await import('../store/store.ts');
   const store = await Store.open(g.store, { driver: g.driver });
   try {
     return await fn(store);
@@ -83,7 +89,10 @@ program.command('images')
 program.command('inspect')
   .description('show a container or an image as JSON (images: manifest, config, composefs digest, sizes)')
   .argument('<name>')
-  .action(async (name: string) => withStore(async (s) => say(JSON.stringify(findContainer(s, name) ?? await inspectWithSignatures(s, name), null, 2))));
+  .action(async (name: string) => withStore(async (s) => {
+    const { findContainer } = await containersLib();
+    say(JSON.stringify(findContainer(s, name) ?? await inspectWithSignatures(s, name), null, 2));
+  }));
 
 program.command('tag')
   .description('give an image another name')
@@ -107,10 +116,11 @@ program.command('mount')
   .argument('<name>')
   .option('--verify', 'verify the whole chain first: signature under the policy, manifest, config, layers, objects, composefs image')
   .action(async (name: string, o: { verify?: boolean }) => withStore(async (s) => {
+    const { findContainer, mount: mountContainer } = await containersLib();
     const c = findContainer(s, name);
     const verified = o.verify ? await verifyForUse(program, s, c ? c.imageId : name, o) : undefined;
     // The image verified, by id: a name moved by another process meanwhile does not get mounted unchecked.
-    say(c ? mountContainerByRef(s, c.id) : await mountImage(s, verified ?? name));
+    say(c ? mountContainer(s, c.id) : await (await composefsDriver()).mountImage(s, verified ?? name));
   }));
 
 program.command('umount')
@@ -118,10 +128,11 @@ program.command('umount')
   .description('unmount a container or an image')
   .argument('<name>')
   .option('-a, --all', 'unmount an image even if mounted more than once')
-  .action(async (name: string, o: { all?: boolean }) => withStore((s) => {
+  .action(async (name: string, o: { all?: boolean }) => withStore(async (s) => {
+    const { findContainer, unmount: unmountContainer } = await containersLib();
     const c = findContainer(s, name);
-    if (c) unmountContainerByRef(s, c.id);
-    else unmountImage(s, name, { all: o.all });
+    if (c) unmountContainer(s, c.id);
+    else (await composefsDriver()).unmountImage(s, name, { all: o.all });
   }));
 
 program.command('fsck')

@@ -65,6 +65,8 @@ export async function pushSigner(
   program: Command, o: object, ref: string, client: TransportOptions & { creds?: string },
 ): Promise<((store: Store, image: string, digest: string) => Promise<string>) | undefined> {
   const so = signOptions(program, o);
+  // No signing flag (the usual push): the trust library (a dozen modules) is not loaded at all.
+  if (so.sigstoreKey === undefined && so.gpgFingerprint === undefined) return undefined;
   const lib = await trustLib();
   if (!lib.wantsSignature(so)) return undefined;
   const prepared = lib.prepareSigning(so);

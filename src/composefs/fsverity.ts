@@ -3,11 +3,12 @@
 // are named by it. Streaming: feed chunks of any size; memory stays bounded
 // (one 4 KiB block per tree level).
 import { isZeroChunk } from '../util/zeros.ts';
-import { hash } from 'node:crypto';
+import { crypto } from '../util/builtins.ts';
 
 const BLOCK = 4096;
 
-const sha256 = (b: Uint8Array): Buffer => hash('sha256', b, 'buffer');
+let hash: typeof import('node:crypto').hash | undefined;
+const sha256 = (b: Uint8Array): Buffer => (hash ??= crypto().hash)('sha256', b, 'buffer');
 
 /**
  * One level of the Merkle tree. The last full block of a level is held back

@@ -44,7 +44,7 @@ export interface RunOptions {
 export interface RunResult { id: string; name: string; exitCode: number; stdout?: Buffer; stderr?: Buffer }
 
 export async function runImage(store: Store, imageRef: string, opts: RunOptions = {}): Promise<RunResult> {
-  const image = store.inspectImage(imageRef);
+  const image = store.imageRecord(imageRef);
   if (opts.verify) await verifyImage(store, image.id, image.composefs);
   const c = await createContainer(store, imageRef, { name: opts.name });
   let result: RunContainerResult | undefined;

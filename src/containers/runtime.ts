@@ -6,8 +6,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { constants as osConstants } from 'node:os';
+import { fsPromises, os } from '../util/builtins.ts';
 import { join, resolve } from 'node:path';
 import { CowshedError, errno, fail } from '../util/errors.ts';
 
@@ -57,7 +56,7 @@ export async function runContainer(opts: RunContainerOptions): Promise<RunContai
   if (runtimeHasContainer(runtime, opts.id)) fail('EEXIST', `${runtime} already has a container with id ${opts.id}`);
 
   // Beside the bundle (in the container's directory): a killed run leaves nothing in /tmp.
-  const logDir = await mkdtemp(join(bundle, 'runtime-log-'));
+  const logDir = await fsPromises().mkdtemp(join(bundle, 'runtime-log-'));
   const logPath = join(logDir, 'log.json');
   const globalArgs = runtime === 'crun' ? [`--log=file:${logPath}`, '--log-format=json'] : ['--log', logPath, '--log-format', 'json'];
   const removeListeners: (() => void)[] = [];
@@ -102,7 +101,7 @@ export async function runContainer(opts: RunContainerOptions): Promise<RunContai
         }
       });
       child.once('close', (code, sig) => {
-        resolveExit(code ?? 128 + (sig ? (osConstants.signals[sig] ?? 0) : 0));
+        resolveExit(code ?? 128 + (sig ? (os().constants.signals[sig] ?? 0) : 0));
       });
     });
 
@@ -120,7 +119,7 @@ export async function runContainer(opts: RunContainerOptions): Promise<RunContai
     for (const remove of removeListeners) remove();
     // Always: a failed create can leave state behind, a finished run a stopped container.
     if (started) spawnSync(runtime, ['delete', '--force', opts.id], { stdio: 'ignore' });
-    await rm(logDir, { recursive: true, force: true });
+    await fsPromises().rm(logDir, { recursive: true, force: true });
   }
 }
 
@@ -194,7 +193,7 @@ function runtimeHasContainer(runtime: RuntimeName, id: string): boolean {
 
 async function wantsTerminal(configPath: string): Promise<boolean> {
   try {
-    const spec = JSON.parse(await readFile(configPath, 'utf8')) as { process?: { terminal?: unknown } };
+    const spec = JSON.parse(await fsPromises().readFile(configPath, 'utf8')) as { process?: { terminal?: unknown } };
     return spec.process?.terminal === true;
   } catch {
     return false;   // unreadable or malformed: the runtime names the problem
@@ -205,7 +204,7 @@ async function wantsTerminal(configPath: string): Promise<boolean> {
 async function lastLoggedError(logPath: string): Promise<string | undefined> {
   let text: string;
   try {
-    text = await readFile(logPath, 'utf8');
+    text = await fsPromises().readFile(logPath, 'utf8');
   } catch {
     return undefined;
   }

@@ -87,8 +87,8 @@ export interface CreateDeltaOptions {
 
 /** Builds the delta from image `fromRef` to image `toRef`, both in the store. */
 export async function createDelta(store: Store, fromRef: string, toRef: string, stats?: CreateDeltaStats, opts: CreateDeltaOptions = {}): Promise<Delta> {
-  const from = store.inspectImage(fromRef);
-  const to = store.inspectImage(toRef);
+  const from = store.imageRecord(fromRef);
+  const to = store.imageRecord(toRef);
   const objectsOf = (id: string) => store.db.all<{ digest: string; size: number }>(
     'SELECT io.digest, o.size FROM image_objects io JOIN objects o ON o.digest = io.digest WHERE io.image_id = ? ORDER BY io.digest', id,
   );

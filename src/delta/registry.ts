@@ -146,7 +146,7 @@ export async function pushWithDeltas(store: Store, imageRef: string, destRef: st
   const r: RegistryRef = parseRegistryRef(destRef);
   const repo = r.repository;
   const client = RegistryClient.forRef(r, { tlsVerify: opts.tlsVerify, creds: opts.creds, ...opts.client });
-  const target = store.inspectImage(imageRef);
+  const target = store.imageRecord(imageRef);
   const targetManifest = await client.getManifest(repo, pushed.digest, MAX_MANIFEST_BYTES);
   const older = (await repositoryVersions(store, client, repo, target.configDigest))
     .filter((v) => v.created === '' || String(target.config.created ?? '') === '' || v.created < String(target.config.created));

@@ -2,7 +2,7 @@
 // exact form `sha256:<64 lowercase hex>` is accepted: nothing that could
 // carry a slash or "..".
 
-import { createHash } from 'node:crypto';
+import { crypto } from '../util/builtins.ts';
 import { CowshedError } from '../util/errors.ts';
 
 export const SHA256_PREFIX = 'sha256:';
@@ -40,7 +40,7 @@ export function isDigest(value: unknown): value is string {
 }
 
 export function sha256Hex(data: Uint8Array | string): string {
-  return createHash('sha256').update(data).digest('hex');
+  return crypto().createHash('sha256').update(data).digest('hex');
 }
 
 export function sha256Digest(data: Uint8Array | string): string {
@@ -65,7 +65,7 @@ export async function* verifyDigest(
   expectedSize?: number,
 ): AsyncGenerator<Uint8Array> {
   parseDigest(expected, what);
-  const hash = createHash('sha256');
+  const hash = crypto().createHash('sha256');
   let total = 0;
   for await (const chunk of source) {
     total += chunk.length;
@@ -86,7 +86,7 @@ export async function* verifyDigest(
 
 /** Hashes a whole stream (for blobs whose digest is not known in advance). */
 export async function digestOfStream(source: AsyncIterable<Uint8Array>): Promise<{ digest: string; size: number }> {
-  const hash = createHash('sha256');
+  const hash = crypto().createHash('sha256');
   let size = 0;
   for await (const chunk of source) {
     hash.update(chunk);

@@ -426,7 +426,8 @@ export class RegistryClient {
 
   private async ensureScheme(strict = false): Promise<void> {
     if (this.schemeKnown) return;
-    const tls = tlsMaterial(this.registry, this.opts.certDir); // a broken certs.d is an error, not a reason to try plain HTTP
+    // A broken certs.d is an error, not a reason to try plain HTTP. The probe does not verify: no system CAs.
+    const tls = tlsMaterial(this.registry, this.opts.certDir, { systemCas: false });
     if (await this.speaksTls(tls.context)) {
       this.schemeKnown = true;
       return;

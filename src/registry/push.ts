@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { CowshedError } from '../util/errors.ts';
 import { compress } from '../oci/compression.ts';
-import { compressZstdChunked, type ChunkedResult } from '../chunked/writer.ts';
+import type { ChunkedResult } from '../chunked/writer.ts';
 import { chunkedKind } from '../chunked/format.ts';
 import { OCI_CONFIG, OCI_MANIFEST, ociLayerMediaType, type Compression } from '../oci/media-types.ts';
 import { sha256Digest } from '../oci/digest.ts';
@@ -90,7 +90,7 @@ export async function uploadStream(client: RegistryClient, repo: string, source:
 }
 
 export async function pushImage(store: Store, imageRef: string, destRef: string, opts: PushOptions = {}): Promise<PushResult> {
-  const details = store.inspectImage(imageRef);
+  const details = store.imageRecord(imageRef);
   const r = parseRegistryRef(destRef);
   const where = formatRef(r);
   const repo = r.repository;
@@ -130,7 +130,8 @@ export async function pushImage(store: Store, imageRef: string, destRef: string,
     if (!placed) {
       const tar = store.layerTar(details.id, i);
       const chunked: Partial<ChunkedResult> = {};
-      const stream = compression === 'zstd:chunked' ? compressZstdChunked(tar, chunked) : compress(tar, compression);
+      // The zstd:chunked writer (with a tar reader) loads only for that compression.
+      const stream = compression === 'zstd:chunked' ? (await import('../chunked/writer.ts')).compressZstdChunked(tar, chunked) : compress(tar, compression);
       const up = await uploadStream(client, repo, stream, opts.chunkSize);
       placed = { ...up, compression: compression === 'zstd:chunked' ? 'zstd' : compression, action: 'uploaded', annotations: chunked.annotations };
     }

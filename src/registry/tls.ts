@@ -62,14 +62,17 @@ const cache = new Map<string, TlsMaterial>();
 
 /**
  * The TLS context for a registry: system CAs + certs.d CAs + client pair.
- * Errors name the file and what to do.
+ * Errors name the file and what to do. `systemCas: false` leaves out the
+ * system store (parsing it costs a CLI command several ms): for connections
+ * that do not verify the server, like the probe of an insecure registry.
  */
-export function tlsMaterial(hostPort: string, certDir?: string): TlsMaterial {
+export function tlsMaterial(hostPort: string, certDir?: string, opts: { systemCas?: boolean } = {}): TlsMaterial {
+  const systemCas = opts.systemCas ?? true;
   const dir = certDirFor(hostPort, certDir);
-  const key = `${hostPort}\0${dir ?? ''}`;
+  const key = `${hostPort}\0${dir ?? ''}\0${systemCas}`;
   const hit = cache.get(key);
   if (hit) return hit;
-  const cas: Array<string | Buffer> = [...systemCaCerts()];
+  const cas: Array<string | Buffer> = systemCas ? [...systemCaCerts()] : [];
   const caFiles: string[] = [];
   let pair: { cert: Buffer; key: Buffer; certFile: string; keyFile: string } | undefined;
   if (dir) {

@@ -45,7 +45,7 @@ function parseDest(dest: string): { transport: 'oci' | 'oci-archive' | 'docker-a
 
 export async function exportImage(store: Store, ref: string, dest: string, opts: ExportOptions = {}): Promise<ExportResult> {
   const d = parseDest(dest);
-  const info = store.inspectImage(ref);
+  const info = store.imageRecord(ref);
   if (d.transport === 'docker-archive') return exportDockerArchive(store, ref, d.path, d.tag ?? info.names[0], opts);
   const tag = d.tag ?? (info.names[0]?.split(':').pop());
   if (d.transport === 'oci') return exportLayout(store, ref, d.path, tag, opts);
@@ -61,7 +61,7 @@ export async function exportImage(store: Store, ref: string, dest: string, opts:
 }
 
 async function exportLayout(store: Store, ref: string, dir: string, tag: string | undefined, opts: ExportOptions): Promise<ExportResult> {
-  const info = store.inspectImage(ref);
+  const info = store.imageRecord(ref);
   const compression = opts.compression ?? 'gzip';
   await initLayout(dir);
   const blobs = join(dir, 'blobs', 'sha256');
@@ -147,7 +147,7 @@ async function writeTarFile(file: string, tar: AsyncIterable<Uint8Array>): Promi
 
 /** docker save format: manifest.json, the config, one uncompressed tar per layer. */
 async function exportDockerArchive(store: Store, ref: string, file: string, repoTag: string | undefined, opts: ExportOptions): Promise<ExportResult> {
-  const info = store.inspectImage(ref);
+  const info = store.imageRecord(ref);
   const configBytes = store.blobs.get(info.configDigest);
   const configName = `${info.configDigest.slice(7)}.json`;
   const layerNames = info.layers.map((l) => `${l.diffId.slice(7)}/layer.tar`);

@@ -10,7 +10,7 @@ import { isZeroChunk } from '../util/zeros.ts';
 import { ftruncateSync, closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, writeSync, mkdirSync, statSync, readdirSync, createReadStream } from 'node:fs';
 import { basename, join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { crypto } from '../util/builtins.ts';
 import { FsVerityHasher, toHex } from '../composefs/fsverity.ts';
 import { asSpaceError, fsyncPath, syncFilesystem, writeFileAtomic } from '../util/fs.ts';
 import { pidAlive } from './leases.ts';
@@ -82,7 +82,7 @@ export class ObjectStore {
 
   /** A batch; `name` gives its directory a name another run can find (resumable layers). */
   batch(name?: string): ObjectBatch {
-    return new ObjectBatch(this, join(this.tmpRoot, `objects-${process.pid}-${name ?? randomBytes(6).toString('hex')}`));
+    return new ObjectBatch(this, join(this.tmpRoot, `objects-${process.pid}-${name ?? crypto().randomBytes(6).toString('hex')}`));
   }
 
   /**
@@ -128,6 +128,9 @@ export class ObjectBatch {
   objectsWritten = 0;
   private bytesAtKick = 0;
   private writeback: Promise<void> | undefined;
+  /** Temp names: a random prefix per batch, then a counter (a random draw per file showed in the import profile). */
+  private readonly prefix = crypto().randomBytes(4).toString('hex');
+  private files = 0;
 
   constructor(store: ObjectStore, tmpDir: string) {
     this.store = store;
@@ -136,7 +139,7 @@ export class ObjectBatch {
 
   private tmpPath(): string {
     if (!this.created) { mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 }); this.created = true; }
-    return join(this.tmpDir, randomBytes(8).toString('hex'));
+    return join(this.tmpDir, `${this.prefix}-${this.files++}`);
   }
 
   /** Objects staged so far, as [digest, file name in tmpDir]. */
@@ -265,4 +268,3 @@ function writeWhole(path: string, chunks: Uint8Array[]): void {
     closeSync(fd);
   }
 }
-

@@ -4,7 +4,7 @@
 //   const store = await Store.open('/var/lib/cowshed');
 //   await store.importImage('oci:/tmp/layout:v1', 'debian:v1');
 //   const path = await store.mountImage('debian:v1');
-import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Db } from './db.ts';
 import { ObjectStore } from './objects.ts';
@@ -47,14 +47,19 @@ export interface ImageInfo {
   source: string;
 }
 
-export interface ImageDetails extends ImageInfo {
+/** An image's records: what push, export and run read. */
+export interface ImageRecord extends ImageInfo {
   configDigest: string;
   manifest: Manifest;
   config: ImageConfig;
   layers: Array<{ digest: string; mediaType: string; size: number; diffId: string; tarSize: number }>;
+  imageFileSize: number;
+}
+
+/** What inspect shows: the records and what removing the image would free. */
+export interface ImageDetails extends ImageRecord {
   /** Bytes of objects only this image needs. */
   uniqueSize: number;
-  imageFileSize: number;
 }
 
 export interface StoreOptions {
@@ -180,7 +185,14 @@ export class Store {
     return fail('ENOENT', `no such image: ${ref}`);
   }
 
+  /** The image with its unique size, which scans every image's objects (the cost grows with the store): for inspect. */
   inspectImage(ref: string): ImageDetails {
+    const r = this.imageRecord(ref);
+    return { ...r, uniqueSize: uniqueObjectBytes(this, r.id) };
+  }
+
+  /** The image's manifest, config and layers, read from its records only. */
+  imageRecord(ref: string): ImageRecord {
     const info = this.resolveImage(ref);
     const r = this.db.get<{ manifest_media_type: string; config_digest: string }>('SELECT manifest_media_type, config_digest FROM images WHERE id = ?', info.id)!;
     const manifest = JSON.parse(this.blobs.get(info.id).toString()) as Manifest;
@@ -189,8 +201,8 @@ export class Store {
       'SELECT * FROM layers WHERE image_id = ? ORDER BY idx', info.id,
     ).map((l) => ({ digest: l.blob_digest, mediaType: l.media_type, size: l.blob_size, diffId: l.diff_id, tarSize: l.tar_size }));
     let imageFileSize = 0;
-    try { imageFileSize = readFileSync(this.imagePath(info.composefs)).length; } catch { /* reported by fsck */ }
-    return { ...info, configDigest: r.config_digest, manifest, config, layers, uniqueSize: uniqueObjectBytes(this, info.id), imageFileSize };
+    try { imageFileSize = statSync(this.imagePath(info.composefs)).size; } catch { /* reported by fsck */ }
+    return { ...info, configDigest: r.config_digest, manifest, config, layers, imageFileSize };
   }
 
   /** The image's flattened tree, read back from its composefs image (or its stack's). */

@@ -3,12 +3,12 @@
 import { closeSync, fsyncSync, openSync, renameSync, writeSync, mkdirSync, rmSync, statfsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { crypto } from './builtins.ts';
 import { CowshedError, errno } from './errors.ts';
 
 /** Write a file so that it appears whole or not at all: temp file in tmpDir, fsync, rename. */
 export function writeFileAtomic(path: string, data: Uint8Array | string, tmpDir = dirname(path)): void {
-  const tmp = join(tmpDir, `.${randomBytes(8).toString('hex')}.tmp`);
+  const tmp = join(tmpDir, `.${crypto().randomBytes(8).toString('hex')}.tmp`);
   try {
     const fd = openSync(tmp, 'wx', 0o644);
     try {

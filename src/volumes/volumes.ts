@@ -15,7 +15,7 @@
 // volume's directory is renamed to volumes/.removing-* in the transaction,
 // and the tree is removed only if nothing is mounted inside it.
 import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, rmdirSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { crypto } from '../util/builtins.ts';
 import { join } from 'node:path';
 import type { Store } from '../store/store.ts';
 import { CowshedError, errno, fail } from '../util/errors.ts';
@@ -44,7 +44,7 @@ export function checkVolumeName(name: string): void {
 }
 
 /** A new random name for an anonymous volume (run -v /dir), as podman makes them. */
-export const anonymousVolumeName = (): string => randomBytes(32).toString('hex');
+export const anonymousVolumeName = (): string => crypto().randomBytes(32).toString('hex');
 
 /**
  * Makes the volume's row and directory. Call inside store.db.tx(). Returns
@@ -196,7 +196,7 @@ function moveAside(store: Store, dir: string): string | undefined {
   }
   const inside = mountsBelow(dir);
   if (inside.length > 0) fail('EBUSY', `${inside[0]} is mounted inside the volume's directory; unmount it first`);
-  const aside = join(volumesDir(store), `.removing-${randomBytes(8).toString('hex')}`);
+  const aside = join(volumesDir(store), `.removing-${crypto().randomBytes(8).toString('hex')}`);
   renameSync(dir, aside);
   return aside;
 }
