@@ -116,6 +116,7 @@ const lastBlock = Buffer.alloc(BLOCK);
 
 /** The Merkle root of non-empty data, as a latin1 string of 32 bytes. */
 function rootOf(data: Uint8Array): string {
+  const h = (hash ??= crypto().hash);
   const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   let level: Buffer = view;
   let len = view.length;
@@ -124,7 +125,7 @@ function rootOf(data: Uint8Array): string {
     if (blocks === 1) {
       // The level's only block is the root (zero-padded).
       lastBlock.fill(0, level.copy(lastBlock, 0, 0, len));
-      return hash('sha256', lastBlock, 'binary');
+      return h('sha256', lastBlock, 'binary');
     }
     const outLen = blocks * 32;
     // Each level hashes into the lower half or upper half of a scratch buffer, never the one it reads.
@@ -134,11 +135,11 @@ function rootOf(data: Uint8Array): string {
     const out = reuseUpper ? levelBuf.subarray(levelBuf.length >> 1) : levelBuf.subarray(0, levelBuf.length >> 1);
     const full = Math.floor(len / BLOCK);
     for (let i = 0; i < full; i++) {
-      out.write(hash('sha256', level.subarray(i * BLOCK, (i + 1) * BLOCK), 'binary'), i * 32, 32, 'latin1');
+      out.write(h('sha256', level.subarray(i * BLOCK, (i + 1) * BLOCK), 'binary'), i * 32, 32, 'latin1');
     }
     if (full < blocks) {
       lastBlock.fill(0, level.copy(lastBlock, 0, full * BLOCK, len));
-      out.write(hash('sha256', lastBlock, 'binary'), full * 32, 32, 'latin1');
+      out.write(h('sha256', lastBlock, 'binary'), full * 32, 32, 'latin1');
     }
     level = out;
     len = outLen;

@@ -4,7 +4,7 @@
 //   const store = await Store.open('/var/lib/cowshed');
 //   await store.importImage('oci:/tmp/layout:v1', 'debian:v1');
 //   const path = await store.mountImage('debian:v1');
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Db } from './db.ts';
 import { ObjectStore } from './objects.ts';
