@@ -310,3 +310,19 @@ export function mountsUnder(dir: string): string[] {
   }
   return out.sort((a, b) => b.length - a.length);
 }
+
+const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The package as users get it: `npm pack`, `npm install -g` into a temporary prefix; `cowshed` on env's PATH. */
+export async function installPackage(repo: string): Promise<{ env: NodeJS.ProcessEnv; node: string; dispose: () => Promise<void> }> {
+  const work = await mkdtemp('/var/tmp/cowshed-bench-pkg-');
+  process.stderr.write('bench: npm pack and npm install -g into a temporary prefix\n');
+  const packed = await exec('npm', ['pack', '--json', '--pack-destination', work], { cwd: repo });
+  const tarball = join(work, (JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as Array<{ filename: string }>)[0]!.filename);
+  const prefix = join(work, 'prefix');
+  await exec('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: work });
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${join(prefix, 'bin')}:${SYSTEM_PATH}` };
+  delete env.NODE_OPTIONS;
+  const node = join(prefix, 'lib', 'node_modules', 'cowshed', 'node_modules', 'node', 'bin', 'node');
+  return { env, node, dispose: () => rm(work, { recursive: true, force: true }) };
+}

@@ -5,12 +5,12 @@
 // BENCH_RUNS (timed runs per contender, default 5), BENCH_WARMUP (default 1).
 import { hash, randomFillSync } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FsVerityHasher } from '../src/composefs/fsverity.ts';
 import {
-  type Benchmark, type BenchResult, type Contender, exec, isRoot, measure, needTool, podman, ScratchFs, throughputMBs,
+  type Benchmark, type BenchResult, type Contender, exec, installPackage, isRoot, measure, needTool, podman, ScratchFs, throughputMBs,
   writeReport,
 } from './lib.ts';
 import { containerBenchmarks } from './containers.ts';
@@ -67,22 +67,6 @@ function targetNote(r: BenchResult, max: number, anchor: string): string {
   if (!cow || !a) return `target ≤ ${max} × ${anchor}: not measured`;
   const ratio = cow / a;
   return `target ≤ ${max} × ${anchor}: ${ratio.toFixed(2)} × — ${ratio <= max ? 'met' : 'NOT met'}`;
-}
-
-const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
-/** The package as users get it: `npm pack`, `npm install -g` into a temporary prefix; `cowshed` on env's PATH. */
-async function installPackage(): Promise<{ env: NodeJS.ProcessEnv; node: string; dispose: () => Promise<void> }> {
-  const work = await mkdtemp('/var/tmp/cowshed-bench-pkg-');
-  process.stderr.write('bench: npm pack and npm install -g into a temporary prefix\n');
-  const packed = await exec('npm', ['pack', '--json', '--pack-destination', work], { cwd: REPO });
-  const tarball = join(work, (JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as Array<{ filename: string }>)[0]!.filename);
-  const prefix = join(work, 'prefix');
-  await exec('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: work });
-  const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${join(prefix, 'bin')}:${SYSTEM_PATH}` };
-  delete env.NODE_OPTIONS;
-  const node = join(prefix, 'lib', 'node_modules', 'cowshed', 'node_modules', 'node', 'bin', 'node');
-  return { env, node, dispose: () => rm(work, { recursive: true, force: true }) };
 }
 
 const benchmarks: Benchmark[] = [
@@ -212,7 +196,7 @@ const benchmarks: Benchmark[] = [
         existsSync(MKCOMPOSEFS) ? undefined : `mkcomposefs 1.0.8 not found at ${MKCOMPOSEFS} (see shared/tools)`;
       // The unpacked Debian rootfs, on its own filesystem, made once; the package installed once.
       const src = await ScratchFs.create();
-      const inst = await installPackage();
+      const inst = await installPackage(REPO);
       try {
         await exec('umoci', ['unpack', '--image', `${LAYOUT}:v1`, join(src.path, 'bundle')]);
         const rootfs = join(src.path, 'bundle/rootfs');

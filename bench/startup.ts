@@ -4,9 +4,8 @@
 // on, with the system's directories on PATH, as a user runs it) against the
 // same podman commands, alternating. `npm run bench startup` runs just this.
 // dispose() removes the containers, the scratch filesystem and the prefix.
-import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Benchmark, type BenchResult, type Contender, exec, measure, needTool, podman, ScratchFs } from './lib.ts';
+import { type Benchmark, type BenchResult, type Contender, exec, installPackage, measure, needTool, podman, ScratchFs } from './lib.ts';
 import { podmanOciRef } from '../test/helpers/cli.ts';
 
 export interface StartupBenchOptions {
@@ -17,10 +16,8 @@ export interface StartupBenchOptions {
   warmup: number;
 }
 
-const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
 export function startupBenchmarks(opts: StartupBenchOptions): { benchmark: Benchmark; dispose: () => Promise<void> } {
-  let work: string | undefined;
+  let disposePackage: (() => Promise<void>) | undefined;
   let fs: ScratchFs | undefined;
   let podmanUsed = false;
   const m = { runs: opts.runs, warmup: opts.warmup };
@@ -29,15 +26,9 @@ export function startupBenchmarks(opts: StartupBenchOptions): { benchmark: Bench
     name: 'startup',
     needsImage: true,
     async run(): Promise<BenchResult[]> {
-      work = await mkdtemp('/var/tmp/cowshed-bench-startup-');
-      process.stderr.write('bench: startup: npm pack and npm install -g into a temporary prefix\n');
-      const packed = await exec('npm', ['pack', '--json', '--pack-destination', work], { cwd: opts.repo });
-      const tarball = join(work, (JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as Array<{ filename: string }>)[0]!.filename);
-      const prefix = join(work, 'prefix');
-      await exec('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: work });
-      const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${join(prefix, 'bin')}:${SYSTEM_PATH}` };
-      delete env.NODE_OPTIONS;
-      const node24 = join(prefix, 'lib', 'node_modules', 'cowshed', 'node_modules', 'node', 'bin', 'node');
+      const inst = await installPackage(opts.repo);
+      disposePackage = inst.dispose;
+      const { env, node: node24 } = inst;
 
       fs = await ScratchFs.create();
       const store = join(fs.path, 'store');
@@ -102,8 +93,8 @@ export function startupBenchmarks(opts: StartupBenchOptions): { benchmark: Bench
       await fs.dispose(); // unmounts what is left below it (the containers' overlays, the image's EROFS mount)
       fs = undefined;
     }
-    if (work) await rm(work, { recursive: true, force: true });
-    work = undefined;
+    await disposePackage?.();
+    disposePackage = undefined;
   };
   return { benchmark, dispose };
 }
