@@ -95,6 +95,8 @@ function dedupe(n: RNode): RNode {
 /** composefs-dump escaping, done here independently of src/composefs/dump.ts. */
 const esc = (b: Buffer, eq = false): string => {
   if (b.length === 0) return '';
+  // A field that is just "-" means "none": a lone dash is escaped, as composefs-info dump does.
+  if (b.length === 1 && b[0] === 0x2d) return '\\x2d';
   let s = '';
   for (const c of b) s += c > 0x20 && c < 0x7f && c !== 0x5c && !(eq && c === 0x3d) ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, '0')}`;
   return s;
