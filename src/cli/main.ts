@@ -5,7 +5,7 @@ import type { Store, DriverName } from '../store/store.ts';
 import { defaultStoreDir } from '../store/paths.ts';
 import { containerCommands } from './containers.ts';
 import { registryCommands } from './registry.ts';
-import { isCowshedError } from '../util/errors.ts';
+import { CowshedError, isCowshedError } from '../util/errors.ts';
 import { table, formatBytes, age, shortId, progress } from './output.ts';
 import { composefsCommands } from './composefs.ts';
 import { inspectWithSignatures, trustCommands, verifyForUse } from './trust.ts';
@@ -120,7 +120,17 @@ program.command('mount')
     const c = findContainer(s, name);
     const verified = o.verify ? await verifyForUse(program, s, c ? c.imageId : name, o) : undefined;
     // The image verified, by id: a name moved by another process meanwhile does not get mounted unchecked.
-    say(c ? mountContainer(s, c.id) : await (await composefsDriver()).mountImage(s, verified ?? name));
+    const driver = await composefsDriver();
+    const mountImage = async (): Promise<string> => {
+      try {
+        return await driver.mountImage(s, verified ?? name);
+      } catch (e) {
+        // Removed by another process between the check and the mount: say so by the name given.
+        if (verified && isCowshedError(e) && e.code === 'ENOENT') throw new CowshedError('ENOENT', `${name} was removed while it was being verified`);
+        throw e;
+      }
+    };
+    say(c ? mountContainer(s, c.id) : await mountImage());
   }));
 
 program.command('umount')
