@@ -181,6 +181,10 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     let logicalSize: number;
     let entries: number;
     let baseObjects: Map<string, number> | undefined;
+    // The object list is gzipped on the thread pool while the composefs image is
+    // written. A stacked image's build is not recorded (a re-import of its
+    // manifest builds it flat), so it has none.
+    let objectList: Promise<Buffer> | undefined;
     if (plan) {
       image = writeComposefsImage(plan.root, { layer: { ...plan.layer, parent: Buffer.from(stackOn!.composefs, 'hex') } });
       entries = stackOn!.entries + plan.entriesDelta;
@@ -194,14 +198,12 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
       }
       const root = builder.finish();
       ({ logicalSize, entries } = summarize(root));
-      image = writeComposefsImage(root);
       baseObjects = base?.objects();
+      objectList = gzipAsync(JSON.stringify([...new Set([...baseObjects?.keys() ?? [], ...objects.keys()])]));
+      image = writeComposefsImage(root);
     }
     const meta = spec.meta(layers);
     const id = meta.manifest.digest;
-    // The object list is gzipped on the thread pool while the image is stored. A
-    // stacked image's build is not recorded: a re-import of its manifest builds it flat.
-    const objectList = plan ? undefined : gzipAsync(JSON.stringify([...new Map([...baseObjects ?? [], ...objects]).keys()]));
     const cfs = toHex(fsverityDigest(image));
     opts.beforeCommit?.(cfs);
     const imgPath = store.imagePath(cfs);
