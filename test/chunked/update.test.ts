@@ -33,15 +33,16 @@ describe('update pull of a rebuilt image (zstd:chunked)', { skip: missing.length
     const rb = rebuiltVersions(fx.rootfsTar, work);
     assert.ok(rb.changed.length >= rb.files / 200 && rb.changed.length <= rb.files / 50, `${rb.changed.length} of ${rb.files} files changed`);
     const src = join(work, 'src');
-    await cowshedAsyncOk(src, ['import', `tar:${rb.v1}`, 'rebuilt:v1']);
     await cowshedAsyncOk(src, ['import', `tar:${rb.v2}`, 'rebuilt:v2']);
-    for (const t of ['v1', 'v2']) await cowshedAsyncOk(src, ['push', '--tls-verify=false', '--compression-format', 'zstd:chunked', `rebuilt:${t}`, `${registry.host}/rebuilt:${t}`]);
+    await cowshedAsyncOk(src, ['push', '--tls-verify=false', '--compression-format', 'zstd:chunked', 'rebuilt:v2', `${registry.host}/rebuilt:v2`]);
     const manifest = await (await fetch(`http://${registry.host}/v2/rebuilt/manifests/v2`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).json() as { layers: Array<{ size: number }> };
     assert.equal(manifest.layers.length, 1);
     const layerSize = manifest.layers[0].size;
 
+    // The store holds v1 (how it got there does not matter: objects are looked up by content); pulling
+    // it from the registry as well would only add a whole zstd:chunked push and pull to the suite's time.
     const store = join(work, 'store');
-    await cowshedAsyncOk(store, ['pull', '-q', '--tls-verify=false', `${registry.host}/rebuilt:v1`]);
+    await cowshedAsyncOk(store, ['import', `tar:${rb.v1}`, 'rebuilt:v1']);
     const r = JSON.parse(await cowshedAsyncOk(store, ['pull', '--json', '--tls-verify=false', `${registry.host}/rebuilt:v2`])) as {
       bytesFetched: number; layers: Array<{ method: string; bytesFetched: number; filesFetched: number; filesFound: number }>;
     };
