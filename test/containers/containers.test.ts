@@ -117,13 +117,14 @@ describe('containers', () => {
     }
   });
 
-  test('100 containers from one image share one image mount', () => {
+  // 20 show the sharing as well as 100 would (bench/containers.ts times 100); each is a whole CLI start-up.
+  test('20 containers from one image share one image mount', () => {
     const ids: string[] = [];
-    for (let i = 0; i < 100; i++) ids.push(lastLine(cowshedOk(store, 'create', 'edge')));
+    for (let i = 0; i < 20; i++) ids.push(lastLine(cowshedOk(store, 'create', 'edge')));
     const lines = mountLines();
     assert.equal(lines.filter((l) => l.includes(' erofs ') && l.includes(store)).length, 1, 'one EROFS mount for the image');
     const containerMounts = (ls: string[]) => ls.filter((l) => l.split(' ')[4]?.startsWith(join(store, 'containers'))).length;
-    assert.equal(containerMounts(lines), 101, '100 containers and d');
+    assert.equal(containerMounts(lines), 21, '20 containers and d');
     cowshedOk(store, 'rm', ...ids);
     assert.equal(containerMounts(mountLines()), 1, 'only d is left');
   });
