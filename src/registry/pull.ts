@@ -18,7 +18,7 @@ import { RegistryClient, formatRef, imageNameFor, parseRegistryRef, type BlobStr
 import { loadRegistriesConf, pullEndpoints, resolveShortName } from './config.ts';
 import { recordBlobs } from './blob-cache.ts';
 import { chunkedKind } from '../chunked/format.ts';
-import { recordContent, storeFileHooks } from '../chunked/content-index.ts';
+import { recordChunks, recordContent, storeFileHooks } from '../chunked/content-index.ts';
 import { planLayers, type LayerReport } from '../plan/layers.ts';
 import { fetchBlobRanges, newRangeStats } from './ranges.ts';
 
@@ -46,9 +46,10 @@ export interface PullOptions extends TransportOptions {
   /**
    * Reading only the files the store lacks from zstd:chunked layers (the
    * planner, src/plan/layers.ts): on by default in pullImage; false pulls
-   * every layer whole.
+   * every layer whole; chunks: false fetches a file the store lacks whole
+   * even when stored objects hold some of its chunks (benchmarks).
    */
-  partial?: false | { maxRanges?: number };
+  partial?: false | { maxRanges?: number; chunks?: false };
 }
 
 export type { LayerReport } from '../plan/layers.ts';
@@ -336,7 +337,7 @@ export async function pullImage(
       // Layers the deltas rebuild count as the store's (first attempt only: a
       // second one, after a digest failure, fetches them).
       storedLayer: (diffId) => store.storedLayer(diffId) ?? (attempt === 1 ? deltas?.layer(diffId) : undefined),
-      files: opts.partial === false || attempt > 1 ? undefined : storeFileHooks(store),
+      files: opts.partial === false || attempt > 1 ? undefined : storeFileHooks(store, { chunks: opts.partial?.chunks }),
       onNotice: opts.onNotice,
       onReport: (r) => {
         if (r.method === 'reused') {
@@ -359,7 +360,7 @@ export async function pullImage(
       const reported = new Set(plan.reports.map((r) => r.layer));
       // Layers the store had (by diff ID, or the whole build) were not read at all.
       for (const [i, l] of src.layers.entries()) if (!reported.has(i)) plan.reports.push({ layer: i, digest: l.digest, method: 'reused', bytesFetched: 0 });
-      const layers = plan.reports.sort((a, b) => a.layer - b.layer).map(({ fetched: _, ...r }) => r);
+      const layers = plan.reports.sort((a, b) => a.layer - b.layer).map(({ fetched: _, chunks: _c, ...r }) => r);
       return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers, layers, deltaPlan: deltas?.summary };
     } catch (e) {
       bytes += src.stats.bytes;
@@ -379,6 +380,7 @@ export async function pullImage(
 function recordFetchedContent(store: Store, reports: LayerReport[]): void {
   const rows = reports.flatMap((r) => (r.fetched ?? []).map((f) => ({ object: f.object, sha256: f.digest.replace(/^sha256:/, ''), size: f.size })));
   try { recordContent(store, rows); } catch { /* an index: lookups fall back to hashing */ }
+  try { recordChunks(store, reports.flatMap((r) => r.chunks ?? [])); } catch { /* an index: without it files are fetched whole */ }
 }
 
 function rememberPulledBlobs(store: Store, src: RegistrySource): void {
