@@ -6,7 +6,13 @@
 //     cowshed pulling the whole layer, podman 4.3 (which pulls these whole);
 //     bytes and time.
 //   zstd-chunked-cold: cold pull of v1 as zstd:chunked against gzip.
+//   zstd-chunked-bigfile: pull v2 of a one-file image (a large incompressible
+//     file, a few bytes edited in the middle) with v1 present: chunk-level
+//     reuse (only the changed chunks fetched) against the file fetched whole
+//     (chunk lookup off) and podman 4.3 (whole layer); bytes and time.
 // Select with `npm run bench zstd-chunked`.
+import { createCipheriv } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Store } from '../src/store/store.ts';
 import { pullImage, type PullResult } from '../src/registry/pull.ts';
@@ -17,6 +23,9 @@ import { LoopbackRegistry } from './registry.ts';
 
 export interface ChunkedBenchOptions { repo: string; cache: string; runs: number; warmup: number }
 
+/** The big file of zstd-chunked-bigfile. */
+const BIG_FILE = 64 << 20;
+
 const fmtBytes = (b: number): string => (Math.abs(b) >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : `${(b / 1e3).toFixed(1)} kB`);
 
 export function chunkedBenchmarks(opts: ChunkedBenchOptions): { benchmarks: Benchmark[]; dispose: () => Promise<void> } {
@@ -25,7 +34,7 @@ export function chunkedBenchmarks(opts: ChunkedBenchOptions): { benchmarks: Benc
   const scratch = async (): Promise<ScratchFs> => { const fs = await ScratchFs.create(4); live.add(fs); return fs; };
   const drop = async (fs: ScratchFs | undefined): Promise<void> => { if (fs) { live.delete(fs); await fs.dispose(); } };
 
-  interface Setup { reg: LoopbackRegistry; changed: number; files: number }
+  interface Setup { reg: LoopbackRegistry; changed: number; files: number; bigFile: number }
   let setupP: Promise<Setup> | undefined;
   /** The registry with rebuilt:v1/v2 (zstd:chunked) and rebuilt-gz:v1/v2 (gzip), pushed by cowshed once. */
   const setup = (): Promise<Setup> => setupP ??= (async () => {
@@ -40,17 +49,28 @@ export function chunkedBenchmarks(opts: ChunkedBenchOptions): { benchmarks: Benc
           await pushImage(store, `rebuilt:${t}`, `${reg.host}/rebuilt:${t}`, { tlsVerify: false, compression: 'zstd:chunked' });
           await pushImage(store, `rebuilt:${t}`, `${reg.host}/rebuilt-gz:${t}`, { tlsVerify: false, compression: 'gzip' });
         }
+        // bigfile:v1/v2: one incompressible file (AES-CTR keystream, fixed key), v2 with 5 bytes flipped in the middle.
+        const big = Buffer.alloc(BIG_FILE);
+        const ks = createCipheriv('aes-256-ctr', Buffer.alloc(32, 7), Buffer.alloc(16)).update(big);
+        const dir = join(fs.path, 'bigfile');
+        mkdirSync(dir);
+        for (const t of ['v1', 'v2'] as const) {
+          if (t === 'v2') for (let k = 0; k < 5; k++) ks[(BIG_FILE >> 1) + k * 3] ^= 0xff;
+          writeFileSync(join(dir, 'big.bin'), ks);
+          await store.importImage(`dir:${dir}`, `bigfile:${t}`);
+          await pushImage(store, `bigfile:${t}`, `${reg.host}/bigfile:${t}`, { tlsVerify: false, compression: 'zstd:chunked' });
+        }
       } finally {
         store.close();
       }
-      return { reg, changed: rb.changed.length, files: rb.files };
+      return { reg, changed: rb.changed.length, files: rb.files, bigFile: BIG_FILE };
     } finally {
       await drop(fs);
     }
   })();
 
   /** A library pull into a fresh store per run (after an untimed pull of `before`); keeps the last result. */
-  const libPull = (name: string, role: Contender['role'], repoTag: string, before: string | undefined, partial: boolean): Contender & { last?: PullResult } => {
+  const libPull = (name: string, role: Contender['role'], repoTag: string, before: string | undefined, partial: boolean | 'no-chunks'): Contender & { last?: PullResult } => {
     let fs: ScratchFs | undefined;
     let store: Store | undefined;
     const c: Contender & { last?: PullResult } = {
@@ -62,7 +82,10 @@ export function chunkedBenchmarks(opts: ChunkedBenchOptions): { benchmarks: Benc
         store = await Store.open(join(fs.path, 'store'));
         if (before) await pullImage(store, `${reg.host}/${before}`, { tlsVerify: false });
       },
-      run: async () => { c.last = await pullImage(store!, `${(await setup()).reg.host}/${repoTag}`, { tlsVerify: false, ...(partial ? {} : { partial: false }) }); },
+      run: async () => {
+        const how = partial === 'no-chunks' ? { partial: { chunks: false as const } } : partial ? {} : { partial: false as const };
+        c.last = await pullImage(store!, `${(await setup()).reg.host}/${repoTag}`, { tlsVerify: false, ...how });
+      },
       cleanup: async () => { store?.close(); store = undefined; await drop(fs); fs = undefined; },
     };
     return c;
@@ -80,7 +103,8 @@ export function chunkedBenchmarks(opts: ChunkedBenchOptions): { benchmarks: Benc
 
   const describePull = (label: string, p: PullResult | undefined): string | undefined => {
     if (!p) return undefined;
-    const l = p.layers.map((x) => `${x.method}${x.method === 'partial' ? ` (${x.filesFetched} files fetched, ${x.filesFound} found in the store)` : ''}`).join(', ');
+    const part = (x: PullResult['layers'][number]): string => x.filesPartial ? `, ${x.filesPartial} in part: ${fmtBytes(x.filesPartialBytes ?? 0)} of ${fmtBytes(x.filesPartialSize ?? 0)}` : '';
+    const l = p.layers.map((x) => `${x.method}${x.method === 'partial' ? ` (${x.filesFetched} files fetched${part(x)}, ${x.filesFound} found in the store)` : ''}`).join(', ');
     return `${label}: ${fmtBytes(p.bytesFetched)} fetched; layer: ${l}`;
   };
 
@@ -118,8 +142,26 @@ export function chunkedBenchmarks(opts: ChunkedBenchOptions): { benchmarks: Benc
     },
   };
 
+  const bigfile: Benchmark = {
+    name: 'zstd-chunked-bigfile',
+    needsImage: true,
+    async run() {
+      const reuse = libPull('cowshed partial pull v2, chunk reuse (in-process)', 'cowshed', 'bigfile:v2', 'bigfile:v1', true);
+      const whole = libPull('cowshed partial pull v2, chunk lookup off: the file whole (in-process)', 'anchor', 'bigfile:v2', 'bigfile:v1', 'no-chunks');
+      const r = await measure(`update pull of a one-file image (${fmtBytes(BIG_FILE)} incompressible file, 5 bytes edited in the middle), v1 present`, [
+        reuse, whole, { ...podmanPull('podman pull v2 (whole layer)', 'bigfile:v2', 'bigfile:v1'), role: 'reference' },
+      ], m);
+      const s = await setup();
+      const [layer] = await s.reg.layers('bigfile:v2');
+      r.notes.push(`v2 layer: ${fmtBytes(layer!.size)} as zstd:chunked`);
+      for (const x of [describePull('chunk reuse', reuse.last), describePull('chunk lookup off', whole.last)]) if (x) r.notes.push(x);
+      if (reuse.last && whole.last) r.notes.push(`bytes fetched: ${(reuse.last.bytesFetched / whole.last.bytesFetched).toFixed(4)} × the file fetched whole`);
+      return [r];
+    },
+  };
+
   return {
-    benchmarks: [update, cold],
+    benchmarks: [update, cold, bigfile],
     dispose: async () => {
       if (setupP) { try { await (await setupP).reg.stop(); } catch { /* setup failed: nothing started */ } }
       for (const fs of [...live]) await drop(fs);

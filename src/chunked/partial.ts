@@ -3,11 +3,15 @@
 //   1. TOC and tar-split: one range request; both digests checked (the TOC
 //      against the layer annotation, the tar-split against the TOC), both
 //      parsed strictly, and checked to describe the same files.
-//   2. Each regular file's content SHA-256 is looked up in the store.
-//   3. The frames of the missing files are fetched with multi-range
-//      requests (ranges.ts) into a sparse file at their blob offsets.
-//   4. Every fetched file is decoded and checked against its digest (and
-//      each chunk against its chunk digest).
+//   2. Each regular file's content SHA-256 is looked up in the store; for a
+//      missing file of several chunks, each chunk's SHA-256 too (chunk
+//      index): a chunk a stored object holds is read from it and checked
+//      against its chunk digest now (gone or wrong: fetched instead).
+//   3. The frames of the missing files (their missing chunks) are fetched
+//      with multi-range requests (ranges.ts) into a sparse file at their
+//      blob offsets.
+//   4. Every fetched file is decoded (stored chunks read again) and checked
+//      against its digest (and each chunk against its chunk digest).
 // Then the layer's uncompressed tar is rebuilt from the tar-split, stored
 // objects and fetched frames; the caller verifies it against the diff ID
 // while the import reads it, so nothing is committed unless it holds.
@@ -27,6 +31,7 @@ import {
   type FileFrames,
 } from './format.ts';
 import type { Range } from '../registry/ranges.ts';
+import type { ChunkedFile, StoredChunk } from './content-index.ts';
 
 export interface PartialSource {
   /** Names the layer in messages. */
@@ -39,6 +44,10 @@ export interface PartialSource {
   /** Content digest → stored object (fs-verity hex). */
   lookup(files: Array<{ digest: string; size: number }>): Map<string, string>;
   openObject(hex: string): AsyncIterable<Uint8Array>;
+  /** Chunk digest → stored objects holding it (unverified); absent: a missing file is fetched whole. */
+  lookupChunks?(digests: string[]): Map<string, StoredChunk[]>;
+  /** Bytes of a stored object; undefined when it is gone or shorter. */
+  readObject?(hex: string, offset: number, length: number): Buffer | undefined;
   tmpDir: string;
 }
 
@@ -48,12 +57,18 @@ export interface PartialPlan {
   files: number;
   filesFetched: number;
   filesFound: number;
+  /** Of the files fetched, those fetched in part (some chunks read from stored objects): how many, compressed bytes fetched for them, their size. */
+  filesPartial: number;
+  filesPartialBytes: number;
+  filesPartialSize: number;
   /** Compressed bytes asked for (TOC and tar-split included). */
   bytesWanted: number;
   /** Uncompressed tar (verify against the diff ID while reading); undefined: pull the blob whole the usual way. */
   tar: (() => AsyncIterable<Uint8Array>) | undefined;
   /** Files fetched: content digest, size and fs-verity digest, for the content index. */
   fetched: Array<{ digest: string; size: number; object: string }>;
+  /** The layer's files of several chunks, for the chunk index (also when read whole). */
+  chunks: ChunkedFile[];
   close(): void;
 }
 
@@ -116,11 +131,25 @@ function refused(what: string, detail: string, code: 'EFORMAT' | 'EDIGEST' = 'EF
   return new CowshedError(code, `${what}: ${detail}`);
 }
 
-/** Decodes one chunk's frames, at most `size` bytes, checking the length. */
-async function* decodeChunk(blob: SparseBlob, c: FileFrames['chunks'][number], what: string, name: string): AsyncGenerator<Uint8Array> {
+type Chunk = FileFrames['chunks'][number];
+/** Chunks of missing files read from stored objects instead of fetched. */
+interface LocalChunks {
+  at: Map<Chunk, StoredChunk>;
+  read(hex: string, offset: number, length: number): Buffer | undefined;
+}
+
+/** Decodes one chunk's frames (or reads it from a stored object), at most `size` bytes, checking the length. */
+async function* decodeChunk(blob: SparseBlob, c: Chunk, what: string, name: string, local?: LocalChunks): AsyncGenerator<Uint8Array> {
   if (c.zeros) {
     // Known content: no need to fetch or decode.
     for (let left = c.size; left > 0; left -= 1 << 20) yield Buffer.alloc(Math.min(left, 1 << 20));
+    return;
+  }
+  const stored = local?.at.get(c);
+  if (stored) {
+    const b = local!.read(stored.object, stored.offset, c.size);
+    if (!b) throw refused(what, `stored object ${stored.object} no longer holds a chunk of ${q(name)}: run cowshed fsck`, 'EDIGEST');
+    yield b;
     return;
   }
   let got = 0;
@@ -143,11 +172,11 @@ async function* decodeChunk(blob: SparseBlob, c: FileFrames['chunks'][number], w
   if (got !== c.size) throw refused(what, `the frames of ${q(name)} hold ${got > c.size ? 'more than' : got} bytes, the TOC says ${c.size}`, 'EDIGEST');
 }
 
-async function* decodeFile(blob: SparseBlob, f: FileFrames, what: string, verify: boolean): AsyncGenerator<Uint8Array> {
+async function* decodeFile(blob: SparseBlob, f: FileFrames, what: string, verify: boolean, local?: LocalChunks): AsyncGenerator<Uint8Array> {
   const file = createHash('sha256');
   for (const c of f.chunks) {
     const ch = verify && c.digest ? createHash('sha256') : undefined;
-    for await (const part of decodeChunk(blob, c, what, f.name)) {
+    for await (const part of decodeChunk(blob, c, what, f.name, local)) {
       file.update(part);
       ch?.update(part);
       yield part;
@@ -155,6 +184,43 @@ async function* decodeFile(blob: SparseBlob, f: FileFrames, what: string, verify
     if (ch && `sha256:${ch.digest('hex')}` !== c.digest) throw refused(what, `a chunk of ${q(f.name)} does not match its chunk digest`, 'EDIGEST');
   }
   if (`sha256:${file.digest('hex')}` !== f.digest) throw refused(what, `${q(f.name)} does not match its digest ${f.digest}`, 'EDIGEST');
+}
+
+/**
+ * Chunks of `files` that stored objects hold, each read and checked against
+ * its chunk digest: an object gc removed or that changed is passed over
+ * (the chunk is fetched).
+ */
+function reusableChunks(src: PartialSource, files: Iterable<FileFrames>): LocalChunks {
+  const local: LocalChunks = { at: new Map(), read: (hex, offset, length) => src.readObject?.(hex, offset, length) };
+  if (!src.lookupChunks || !src.readObject) return local;
+  const wanted: Chunk[] = [];
+  for (const f of files) for (const c of f.chunks) if (!c.zeros && c.digest) wanted.push(c);
+  if (wanted.length === 0) return local;
+  const where = src.lookupChunks(wanted.map((c) => c.digest!));
+  for (const c of wanted) {
+    for (const s of where.get(c.digest!) ?? []) {
+      const b = src.readObject(s.object, s.offset, c.size);
+      if (b && sha256(b) === c.digest) { local.at.set(c, s); break; }
+    }
+  }
+  return local;
+}
+
+/** The files of several chunks with their chunk digests and offsets in the file, once per content. */
+function chunkIndexRows(files: FileFrames[]): ChunkedFile[] {
+  const out = new Map<string, ChunkedFile>();
+  for (const f of files) {
+    if (f.chunks.length < 2 || out.has(f.digest)) continue;
+    const chunks: ChunkedFile['chunks'] = [];
+    let at = 0;
+    for (const c of f.chunks) {
+      if (c.digest && !c.zeros) chunks.push({ digest: c.digest, offset: at, size: c.size });
+      at += c.size;
+    }
+    if (chunks.length > 0) out.set(f.digest, { digest: f.digest, size: f.size, chunks });
+  }
+  return [...out.values()];
 }
 
 /**
@@ -167,8 +233,8 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
   const pos = parseAnnotations(src.annotations, src.size, what);
   const blob = new SparseBlob(src.tmpDir, src.size);
   try {
-    const wholeFromFile = (bytesWanted: number): PartialPlan => ({
-      method: 'whole', files: 0, filesFetched: 0, filesFound: 0, bytesWanted, fetched: [],
+    const wholeFromFile = (bytesWanted: number, chunks: ChunkedFile[] = []): PartialPlan => ({
+      method: 'whole', files: 0, filesFetched: 0, filesFound: 0, filesPartial: 0, filesPartialBytes: 0, filesPartialSize: 0, bytesWanted, fetched: [], chunks,
       tar: () => decompressZstdFrames(verifiedStream(blob.stream(0, src.size), src.digest, src.size, what), what),
       close: () => blob.close(),
     });
@@ -195,13 +261,26 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
     const needed = matchTocAndTarSplit(fileFrames(toc, what), split, what);
     const local = src.lookup(needed.map((f) => ({ digest: f.digest, size: f.size })));
     const missing = needed.filter((f) => !local.has(f.digest));
-    const seen = new Set<string>();
+    const chunks = chunkIndexRows(needed);
+    // Each missing content once, through its first file (a second file of the same content may sit elsewhere in the blob).
+    const missingByDigest = new Map<string, FileFrames>();
+    for (const f of missing) if (!missingByDigest.has(f.digest)) missingByDigest.set(f.digest, f);
+    const stored = reusableChunks(src, missingByDigest.values());
     const ranges: Range[] = [];
     const fetched: PartialPlan['fetched'] = [];
-    for (const f of missing) {
-      if (seen.has(f.digest)) continue;
-      seen.add(f.digest);
-      for (const c of f.chunks) if (!c.zeros) ranges.push({ start: c.offset, end: c.end });
+    let filesPartial = 0;
+    let filesPartialBytes = 0;
+    let filesPartialSize = 0;
+    for (const f of missingByDigest.values()) {
+      let bytes = 0;
+      let reused = false;
+      for (const c of f.chunks) {
+        if (c.zeros) continue;
+        if (stored.at.has(c)) { reused = true; continue; }
+        ranges.push({ start: c.offset, end: c.end });
+        bytes += c.end - c.offset;
+      }
+      if (reused) { filesPartial++; filesPartialBytes += bytes; filesPartialSize += f.size; }
     }
     const wanted = ranges.reduce((a, r) => a + r.end - r.start, 0);
     const dataSize = Math.min(pos.toc.offset, pos.tarSplit.offset) - 8;
@@ -209,15 +288,17 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
     if (wanted > dataSize * WHOLE_LAYER_SHARE) {
       // Most of it is missing: one request for the whole blob costs less.
       blob.close();
-      return { method: 'whole', files: needed.length, filesFetched: 0, filesFound: needed.length - missing.length, bytesWanted: metaBytes + src.size, fetched: [], tar: undefined, close: () => {} };
+      return {
+        method: 'whole', files: needed.length, filesFetched: 0, filesFound: needed.length - missing.length, filesPartial: 0, filesPartialBytes: 0, filesPartialSize: 0,
+        bytesWanted: metaBytes + src.size, fetched: [], chunks, tar: undefined, close: () => {},
+      };
     }
-    if (ranges.length > 0 && await src.fetch(ranges, (o, b) => blob.put(o, b))) return wholeFromFile(metaBytes + src.size);
+    if (ranges.length > 0 && await src.fetch(ranges, (o, b) => blob.put(o, b))) return wholeFromFile(metaBytes + src.size, chunks);
     for (const r of ranges) if (!blob.covers(r)) throw refused(what, `the registry did not send bytes ${r.start}-${r.end - 1}`);
     // Every fetched file checked before anything is handed on.
-    const missingByDigest = new Map(missing.map((f) => [f.digest, f]));
     for (const f of missingByDigest.values()) {
       const fv = new FsVerityHasher();
-      for await (const part of decodeFile(blob, f, what, true)) fv.update(part);
+      for await (const part of decodeFile(blob, f, what, true, stored)) fv.update(part);
       fetched.push({ digest: f.digest, size: f.size, object: toHex(fv.digest()) });
     }
 
@@ -237,13 +318,13 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
           for await (const c of src.openObject(obj)) { h.update(c); n += c.length; yield c; }
           if (n !== f.size || `sha256:${h.digest('hex')}` !== f.digest) throw refused(what, `stored object ${obj} does not hold ${q(f.name)}: run cowshed fsck`, 'EDIGEST');
         } else {
-          yield* decodeFile(blob, missingByDigest.get(f.digest)!, what, false);
+          yield* decodeFile(blob, missingByDigest.get(f.digest)!, what, false, stored);
         }
       }
     };
     return {
-      method: 'partial', files: needed.length, filesFetched: missing.length, filesFound: needed.length - missing.length,
-      bytesWanted: metaBytes + mergedSize(ranges), fetched, tar, close: () => blob.close(),
+      method: 'partial', files: needed.length, filesFetched: missing.length, filesFound: needed.length - missing.length, filesPartial, filesPartialBytes, filesPartialSize,
+      bytesWanted: metaBytes + mergedSize(ranges), fetched, chunks, tar, close: () => blob.close(),
     };
   } catch (e) {
     blob.close();

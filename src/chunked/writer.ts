@@ -113,6 +113,8 @@ export interface ChunkedResult {
   annotations: Record<string, string>;
   /** sha256 of the uncompressed tar (the diff ID). */
   diffId: string;
+  /** Files cut into several chunks, with their chunk digests and offsets (the store's chunk index). */
+  files: Array<{ digest: string; size: number; chunks: Array<{ digest: string; offset: number; size: number }> }>;
 }
 
 /**
@@ -130,6 +132,7 @@ export async function* compressZstdChunked(tar: AsyncIterable<Uint8Array>, resul
   let seg: Buffer[] = [];
   const splitLines: string[] = [];
   const toc: TocEntry[] = [];
+  const chunkedFiles: ChunkedResult['files'] = [];
   const capture = {
     raw(b: Uint8Array) { const c = Buffer.from(b); raw.push(c); seg.push(c); diff.update(c); },
     content() { /* contents are handled entry by entry below */ },
@@ -263,6 +266,7 @@ export async function* compressZstdChunked(tar: AsyncIterable<Uint8Array>, resul
       entry.offset = startOffset;
       entry.endOffset = offset;
       if (chunks.length > 1) {
+        chunkedFiles.push({ digest: entry.digest, size: e.size, chunks: chunks.filter((c) => !c.zeros).map((c) => ({ digest: c.digest, offset: c.chunkOffset, size: c.size })) });
         for (let k = 0; k < chunks.length; k++) {
           const c = chunks[k]!;
           const t: TocEntry = k === 0 ? entry : { type: 'chunk', name: tocName };
@@ -313,6 +317,7 @@ export async function* compressZstdChunked(tar: AsyncIterable<Uint8Array>, resul
     [ANN_TARSPLIT_POSITION]: `${splitOffset}:${splitZ.length}:${splitJson.length}`,
   };
   result.diffId = `sha256:${diff.digest('hex')}`;
+  result.files = chunkedFiles;
 }
 
 /** TOC entries with their keys in the order Go's struct declares them. */

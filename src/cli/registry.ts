@@ -103,7 +103,8 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
         if (!quiet) {
           for (const l of r.layers) {
             if (l.method === 'reused') continue;
-            const files = l.method === 'partial' ? `, ${l.filesFetched} files fetched, ${l.filesFound} found in the store` : '';
+            const part = l.filesPartial ? ` (${l.filesPartial} in part: ${formatBytes(l.filesPartialBytes ?? 0)} of ${formatBytes(l.filesPartialSize ?? 0)})` : '';
+            const files = l.method === 'partial' ? `, ${l.filesFetched} files fetched${part}, ${l.filesFound} found in the store` : '';
             process.stderr.write(`layer ${l.layer + 1}/${r.layers.length} ${l.digest.slice(7, 19)}: ${l.method}, ${formatBytes(l.bytesFetched)} fetched${files}\n`);
           }
           const how = r.reused ? 'already built, no layer fetched' : `${r.objectsWritten} new objects, ${formatBytes(r.bytesWritten)} written`;

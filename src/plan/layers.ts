@@ -3,7 +3,8 @@
 //   reused   the store has a layer with this diff ID: rebuilt from it, nothing read
 //   partial  a zstd:chunked layer (current annotations) from a source that
 //            serves byte ranges: TOC and tar-split first, then only the files
-//            the store lacks (src/chunked/partial.ts)
+//            the store lacks (src/chunked/partial.ts); of a file the store
+//            lacks, only the chunks no stored object holds
 //   whole    the blob, read and decompressed as it is
 // A partial plan that fails before handing anything on (bad TOC, lying
 // footer, a registry refusing ranges, wrong bytes) falls back to whole,
@@ -12,7 +13,7 @@
 import { isCowshedError } from '../util/errors.ts';
 import { verifyDigest } from '../oci/digest.ts';
 import { chunkedKind } from '../chunked/format.ts';
-import { planPartial, type PartialPlan } from '../chunked/partial.ts';
+import { planPartial, type PartialPlan, type PartialSource } from '../chunked/partial.ts';
 import type { ImageSource, LayerRef } from '../transport/types.ts';
 
 /** How a layer came in. */
@@ -27,10 +28,16 @@ export interface LayerReport {
   files?: number;
   filesFetched?: number;
   filesFound?: number;
+  /** Of the files fetched, those fetched in part (other chunks read from stored objects): count, compressed bytes fetched for them, their size. */
+  filesPartial?: number;
+  filesPartialBytes?: number;
+  filesPartialSize?: number;
   /** Why a partial read was given up for a whole one. */
   fallback?: string;
   /** Files fetched (content digest → object), for the content index once the import is committed. */
   fetched?: PartialPlan['fetched'];
+  /** The layer's chunked files (from its TOC), for the chunk index once the import is committed. */
+  chunks?: PartialPlan['chunks'];
 }
 
 export interface PlanHooks {
@@ -40,6 +47,9 @@ export interface PlanHooks {
   files?: {
     lookup(files: Array<{ digest: string; size: number }>): Map<string, string>;
     openObject(hex: string): AsyncIterable<Uint8Array>;
+    /** Chunk-level reuse (absent: a file the store lacks is fetched whole). */
+    lookupChunks?: PartialSource['lookupChunks'];
+    readObject?: PartialSource['readObject'];
     tmpDir: string;
   };
   /** One-line notices (a partial read given up, and why). */
@@ -82,7 +92,7 @@ async function* plannedTar(layer: LayerRef, hooks: PlanHooks, reports: LayerRepo
     try {
       plan = await planPartial({
         what, digest: layer.digest, size: layer.size, annotations: layer.annotations!, tmpDir: files.tmpDir,
-        lookup: files.lookup, openObject: files.openObject,
+        lookup: files.lookup, openObject: files.openObject, lookupChunks: files.lookupChunks, readObject: files.readObject,
         fetch: (ranges, put) => layer.readRanges!(ranges, put),
       });
     } catch (e) {
@@ -94,9 +104,11 @@ async function* plannedTar(layer: LayerRef, hooks: PlanHooks, reports: LayerRepo
     if (plan) {
       report.files = plan.files;
       report.filesFound = plan.filesFound;
+      if (plan.chunks.length > 0) report.chunks = plan.chunks;
       if (plan.tar) {
         report.method = plan.method;
         report.filesFetched = plan.filesFetched;
+        if (plan.method === 'partial') Object.assign(report, { filesPartial: plan.filesPartial, filesPartialBytes: plan.filesPartialBytes, filesPartialSize: plan.filesPartialSize });
         report.fetched = plan.fetched;
         report.bytesFetched = (layer.bytesRead?.() ?? 0) - read0;
         hooks.onReport?.(report);

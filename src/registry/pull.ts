@@ -12,14 +12,13 @@ import {
   formatPlatform, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseConfig, parseIndex, parseManifest, parsePlatformString,
   type Descriptor, type Platform,
 } from '../oci/types.ts';
-import type { Store } from '../store/store.ts';
+import type { PlanOptions, Store } from '../store/store.ts';
 import type { ImportOptions, ImportProgress, ImportResult } from '../store/import.ts';
 import { RegistryClient, formatRef, imageNameFor, parseRegistryRef, type BlobStreamStats, type RegistryRef, type TransportOptions } from './client.ts';
 import { loadRegistriesConf, pullEndpoints, resolveShortName } from './config.ts';
 import { recordBlobs } from './blob-cache.ts';
 import { chunkedKind } from '../chunked/format.ts';
-import { recordContent, storeFileHooks } from '../chunked/content-index.ts';
-import { planLayers, type LayerReport } from '../plan/layers.ts';
+import type { LayerReport } from '../plan/layers.ts';
 import { fetchBlobRanges, newRangeStats } from './ranges.ts';
 
 export interface PullOptions extends TransportOptions {
@@ -46,9 +45,10 @@ export interface PullOptions extends TransportOptions {
   /**
    * Reading only the files the store lacks from zstd:chunked layers (the
    * planner, src/plan/layers.ts): on by default in pullImage; false pulls
-   * every layer whole.
+   * every layer whole; chunks: false fetches a file the store lacks whole
+   * even when stored objects hold some of its chunks (benchmarks).
    */
-  partial?: false | { maxRanges?: number };
+  partial?: false | { maxRanges?: number; chunks?: false };
 }
 
 export type { LayerReport } from '../plan/layers.ts';
@@ -330,14 +330,14 @@ export async function pullImage(
     src.onBlobProgress = opts.onBlobProgress;
     if (opts.partial) src.maxRanges = opts.partial.maxRanges;
     const count = src.layers.length;
-    // The planner decides per layer: the store's, only missing files, or whole.
-    // A second attempt (the first failed its digests) reads layers whole.
-    const plan = planLayers(src, {
+    // The planner (in the store's import) decides per layer: the store's, only
+    // missing files, or whole. A second attempt (the first failed its
+    // digests) reads layers whole.
+    const plan: PlanOptions = {
       // Layers the deltas rebuild count as the store's (first attempt only: a
       // second one, after a digest failure, fetches them).
       storedLayer: (diffId) => store.storedLayer(diffId) ?? (attempt === 1 ? deltas?.layer(diffId) : undefined),
-      files: opts.partial === false || attempt > 1 ? undefined : storeFileHooks(store),
-      onNotice: opts.onNotice,
+      files: opts.partial === false || attempt > 1 ? false : { chunks: opts.partial?.chunks },
       onReport: (r) => {
         if (r.method === 'reused') {
           src.localLayers++;
@@ -346,20 +346,14 @@ export async function pullImage(
           src.onBlobProgress?.({ layer: r.layer, layers: count, digest: r.digest, received: r.bytesFetched, size: src.layers[r.layer]!.size, done: true });
         }
       },
-    });
-    src.layers = plan.layers;
+    };
     try {
       const hooks = opts.admit ? await opts.admit(src) : {};
-      const result = await store.importSource(src, imageNameFor(src.registryRef), { onProgress: opts.onProgress, ...hooks });
+      const { layers, ...result } = await store.importSource(src, imageNameFor(src.registryRef), { onProgress: opts.onProgress, onNotice: opts.onNotice, plan, ...hooks });
       bytes += src.stats.bytes;
       requests += src.stats.requests;
       resumed += src.stats.resumed;
       rememberPulledBlobs(store, src);
-      recordFetchedContent(store, plan.reports);
-      const reported = new Set(plan.reports.map((r) => r.layer));
-      // Layers the store had (by diff ID, or the whole build) were not read at all.
-      for (const [i, l] of src.layers.entries()) if (!reported.has(i)) plan.reports.push({ layer: i, digest: l.digest, method: 'reused', bytesFetched: 0 });
-      const layers = plan.reports.sort((a, b) => a.layer - b.layer).map(({ fetched: _, ...r }) => r);
       return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers, layers, deltaPlan: deltas?.summary };
     } catch (e) {
       bytes += src.stats.bytes;
@@ -374,11 +368,6 @@ export async function pullImage(
   } finally {
     deltas?.dispose();
   }
-}
-
-function recordFetchedContent(store: Store, reports: LayerReport[]): void {
-  const rows = reports.flatMap((r) => (r.fetched ?? []).map((f) => ({ object: f.object, sha256: f.digest.replace(/^sha256:/, ''), size: f.size })));
-  try { recordContent(store, rows); } catch { /* an index: lookups fall back to hashing */ }
 }
 
 function rememberPulledBlobs(store: Store, src: RegistrySource): void {

@@ -134,6 +134,8 @@ export async function pushImage(store: Store, imageRef: string, destRef: string,
       const stream = compression === 'zstd:chunked' ? (await import('../chunked/writer.ts')).compressZstdChunked(tar, chunked) : compress(tar, compression);
       const up = await uploadStream(client, repo, stream, opts.chunkSize);
       placed = { ...up, compression: compression === 'zstd:chunked' ? 'zstd' : compression, action: 'uploaded', annotations: chunked.annotations };
+      // Chunks the store now knows (an index: a failure only costs reuse later).
+      if (chunked.files) try { (await import('../chunked/content-index.ts')).recordChunks(store, chunked.files); } catch { /* see above */ }
     }
     const mediaType = ociLayerMediaType(placed.compression);
     layers.push({ digest: placed.digest, size: placed.size, mediaType, action: placed.action, ...(placed.annotations ? { annotations: placed.annotations } : {}) });

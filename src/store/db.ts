@@ -8,7 +8,9 @@ import { errno } from '../util/errors.ts';
 // 1: images, layers, objects, containers, leases.
 // 2: volumes and container_mounts (made by SCHEMA's CREATE TABLE IF NOT
 //    EXISTS when a version-1 store is opened; nothing else changes).
-const SCHEMA_VERSION = 2;
+// 3: content_sha256 (made on first use before) and chunk_sha256, the
+//    zstd:chunked indexes (chunked/content-index.ts); same migration.
+const SCHEMA_VERSION = 3;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -116,6 +118,25 @@ CREATE TABLE IF NOT EXISTS container_mounts (
   PRIMARY KEY (container_id, idx)
 );
 CREATE INDEX IF NOT EXISTS container_mounts_volume ON container_mounts(volume);
+-- zstd:chunked names file contents and chunks by plain SHA-256; objects are
+-- named by fs-verity. Both are indexes (chunked/content-index.ts): rows of
+-- objects gc removed are ignored, every byte read through them is verified.
+CREATE TABLE IF NOT EXISTS content_sha256 (
+  object TEXT PRIMARY KEY,          -- fs-verity hex of an object
+  sha256 TEXT NOT NULL,             -- plain sha256 hex of its content
+  size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS content_sha256_by_sha ON content_sha256 (sha256);
+-- Chunks of files (TOC entries of type chunk), by content: the bytes
+-- [offset, offset + size) of any file whose content is file/file_size.
+CREATE TABLE IF NOT EXISTS chunk_sha256 (
+  chunk TEXT NOT NULL,              -- sha256 hex of the chunk's bytes
+  file TEXT NOT NULL,               -- sha256 hex of the content of a file holding it
+  file_size INTEGER NOT NULL,
+  offset INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  PRIMARY KEY (chunk, file, offset)
+) WITHOUT ROWID;
 -- Processes working on the store: gc waits for imports and imports for gc.
 CREATE TABLE IF NOT EXISTS leases (
   id INTEGER PRIMARY KEY,

@@ -12,6 +12,7 @@ import { Readable } from 'node:stream';
 import type { Store } from './store.ts';
 import { compress } from '../oci/compression.ts';
 import { compressZstdChunked, type ChunkedResult } from '../chunked/writer.ts';
+import { recordChunks } from '../chunked/content-index.ts';
 import { OCI_CONFIG, OCI_MANIFEST, ociLayerMediaType } from '../oci/media-types.ts';
 import type { Descriptor, Manifest } from '../oci/types.ts';
 import { addToIndex, initLayout } from '../oci/layout-index.ts';
@@ -75,6 +76,8 @@ async function exportLayout(store: Store, ref: string, dir: string, tag: string 
     const blob = await writeBlobStream(blobs, stream);
     const d: Descriptor = { mediaType: ociLayerMediaType(compression === 'zstd:chunked' ? 'zstd' : compression), digest: blob.digest, size: blob.size };
     if (chunked.annotations) d.annotations = chunked.annotations;
+    // Chunks the store now knows (an index: a failure only costs reuse later).
+    if (chunked.files) try { recordChunks(store, chunked.files); } catch { /* see above */ }
     layers.push(d);
     bytes += blob.size;
   }

@@ -1,27 +1,44 @@
 // Sources without a manifest: `tar:FILE` (a root filesystem tarball, plain,
-// gzip or zstd) and `dir:PATH` (a directory). Each becomes a one-layer image
-// with the manifest and config an OCI image of it would have. Reading the
-// content once beforehand gives the blob digest and diff ID they must name;
-// the import then verifies the second read against them.
+// gzip or zstd) and `dir:PATH` (a directory). Each is an ImageSource
+// (transport/types.ts) like any other: a one-layer image with the manifest
+// and config an OCI image of it would have, imported through the same
+// planner and store import (Store.importSource). Its layer is made on the
+// fly (the file read again, the directory walked into a tar again) and
+// serves no byte ranges, so the planner reads it whole. Reading the content
+// once beforehand gives the blob digest and diff ID they must name; the
+// import then verifies the second read against them.
 import { createReadStream, statSync } from 'node:fs';
 import { CowshedError, fail } from '../util/errors.ts';
 import { decompress, detectCompression } from '../oci/compression.ts';
 import { digestOfStream, verifyDigest, sha256Digest } from '../oci/digest.ts';
 import { OCI_CONFIG, OCI_MANIFEST, ociLayerMediaType } from '../oci/media-types.ts';
-import type { ImageSource } from '../oci/source.ts';
+import type { ImageSource, LayerRef } from '../transport/types.ts';
 import type { ImageConfig, Manifest } from '../oci/types.ts';
 import { writeTar } from '../tar/writer.ts';
 import { treeToTarEntries } from '../tree/to-tar.ts';
 
+/** The layer, made on the fly: its blob (as stored) and its tar (decompressed where it is compressed). */
 interface LayerSpec {
   blob: { digest: string; size: number };
   diffId: string;
   mediaType: string;
   openBlob(): AsyncIterable<Uint8Array>;
-  openTar(): AsyncIterable<Uint8Array>;
+  /** The tar, from the blob as `blob` reads it (counted for the planner's report). */
+  openTar(blob: () => AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array>;
 }
 
 function singleLayerSource(ref: string, layer: LayerSpec): ImageSource {
+  let read = 0;
+  const counted = async function* (src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const c of src) { read += c.length; yield c; }
+  };
+  const blob = (): AsyncIterable<Uint8Array> => counted(layer.openBlob());
+  const ref0: LayerRef = {
+    index: 0, digest: layer.blob.digest, mediaType: layer.mediaType, size: layer.blob.size, diffId: layer.diffId,
+    openBlob: () => verifyDigest(blob(), layer.blob.digest, ref, layer.blob.size),
+    openTar: () => verifyDigest(layer.openTar(blob), layer.diffId, `${ref} (uncompressed)`),
+    bytesRead: () => read,
+  };
   const config: ImageConfig = {
     architecture: process.arch === 'x64' ? 'amd64' : process.arch,
     os: 'linux',
@@ -40,11 +57,7 @@ function singleLayerSource(ref: string, layer: LayerSpec): ImageSource {
     ref,
     manifest: { digest: sha256Digest(manifestBytes), mediaType: OCI_MANIFEST, bytes: manifestBytes, parsed: manifest },
     config: { digest: manifest.config.digest, bytes: configBytes, parsed: config },
-    layers: [{
-      index: 0, digest: layer.blob.digest, mediaType: layer.mediaType, size: layer.blob.size, diffId: layer.diffId,
-      openBlob: () => verifyDigest(layer.openBlob(), layer.blob.digest, ref, layer.blob.size),
-      openTar: () => verifyDigest(layer.openTar(), layer.diffId, `${ref} (uncompressed)`),
-    }],
+    layers: [ref0],
     close: async () => {},
   };
 }
@@ -69,7 +82,7 @@ export async function openTarballSource(file: string): Promise<ImageSource> {
   const openBlob = () => createReadStream(file);
   return singleLayerSource(ref, {
     blob, diffId: diff.digest, mediaType: ociLayerMediaType(compression), openBlob,
-    openTar: () => decompress(verifyDigest(openBlob(), blob.digest, ref, blob.size), ref),
+    openTar: (read) => decompress(verifyDigest(read(), blob.digest, ref, blob.size), ref),
   });
 }
 
@@ -87,7 +100,7 @@ export async function openDirectorySource(dir: string): Promise<ImageSource> {
     return createReadStream(src);
   }));
   const blob = await digestOfStream(tar());
-  return singleLayerSource(ref, { blob, diffId: blob.digest, mediaType: ociLayerMediaType('none'), openBlob: tar, openTar: tar });
+  return singleLayerSource(ref, { blob, diffId: blob.digest, mediaType: ociLayerMediaType('none'), openBlob: tar, openTar: (read) => read() });
 }
 
 async function readHead(file: string): Promise<Uint8Array> {

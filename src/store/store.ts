@@ -14,7 +14,8 @@ import { acquireLease } from './leases.ts';
 import { uniqueObjectBytes } from './gc.ts';
 import { normalizeName, defaultNameFor } from './names.ts';
 import type { ImportOptions, ImportResult } from './import.ts';
-import type { ImageSource } from '../oci/source.ts';
+import type { ImageSource } from '../transport/types.ts';
+import type { LayerReport, PlanHooks } from '../plan/layers.ts';
 import { CowshedError, fail } from '../util/errors.ts';
 import type { FsNode } from '../tree/node.ts';
 import { toHex } from '../composefs/fsverity.ts';
@@ -32,7 +33,28 @@ const lazy = {
   stackTree: () => import('../composefs/stack-tree.ts'),
   split: () => import('../tar/split.ts'),
   digest: () => import('../oci/digest.ts'),
+  plan: () => import('../plan/layers.ts'),
+  contentIndex: () => import('../chunked/content-index.ts'),
 };
+
+/** How the import planner (src/plan/layers.ts) reads a source's layers. */
+export interface PlanOptions {
+  /** Layers to take as the store's, by diff ID (pull: those the deltas rebuild). */
+  storedLayer?: PlanHooks['storedLayer'];
+  /**
+   * Reading only what the store lacks of zstd:chunked layers (on by
+   * default); false reads every layer whole; chunks: false fetches a file
+   * the store lacks whole even when stored objects hold some of its chunks.
+   */
+  files?: false | { chunks?: false };
+  /** A layer's report, as soon as it is known. */
+  onReport?: PlanHooks['onReport'];
+}
+
+export interface SourceImportResult extends ImportResult {
+  /** Per layer, how it came in (layers the store did not need to read: reused). */
+  layers: LayerReport[];
+}
 
 export type DriverName = 'composefs' | 'overlay' | 'btrfs' | 'vfs' | 'zfs';
 const DRIVERS: readonly DriverName[] = ['composefs', 'overlay', 'btrfs', 'vfs', 'zfs'];
@@ -110,12 +132,9 @@ export class Store {
   // ---- images ----
 
   /** Import from `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE`, `tar:FILE` or `dir:PATH`. */
-  async importImage(source: string, name?: string, opts: ImportOptions = {}): Promise<ImportResult> {
+  async importImage(source: string, name?: string, opts: ImportOptions & { plan?: PlanOptions } = {}): Promise<SourceImportResult> {
     const src = await this.openSource(source);
     try {
-      // The planner (src/plan/layers.ts): zstd:chunked layers of a layout or archive read only the files the store lacks.
-      const [{ planLayers }, { storeFileHooks }] = await Promise.all([import('../plan/layers.ts'), import('../chunked/content-index.ts')]);
-      src.layers = planLayers(src, { files: storeFileHooks(this), onNotice: opts.onNotice }).layers;
       return await this.importSource(src, name ? normalizeName(name) : defaultNameFor(sourcePath(source), sourceTag(source)), opts);
     } finally {
       await src.close();
@@ -123,16 +142,40 @@ export class Store {
   }
 
   /**
-   * Import from an already opened ImageSource (any transport: the registry
-   * client provides one too) under a normalised name. The caller closes src.
+   * Import from an already opened ImageSource (any transport: oci:, the
+   * archives, tar:, dir:, the registry client, a delta) under a normalised
+   * name: the one way in. The planner decides per layer what to read
+   * (opts.plan); the store's import reads what it hands on. The caller
+   * closes src (whose layers are replaced by the planned ones).
    */
-  async importSource(src: ImageSource, name: string, opts: ImportOptions = {}): Promise<ImportResult> {
+  async importSource(src: ImageSource, name: string, opts: ImportOptions & { plan?: PlanOptions } = {}): Promise<SourceImportResult> {
+    const [{ planLayers }, index] = await Promise.all([lazy.plan(), lazy.contentIndex()]);
+    const p = opts.plan ?? {};
+    const plan = planLayers(src, {
+      storedLayer: p.storedLayer,
+      files: p.files === false ? undefined : index.storeFileHooks(this, p.files),
+      onNotice: opts.onNotice,
+      onReport: p.onReport,
+    });
+    src.layers = plan.layers;
     const lease = await acquireLease(this.db, 'write');
+    let result: ImportResult;
     try {
-      return await (await lazy.import()).importFromSource(this, src, normalizeName(name), opts);
+      result = await (await lazy.import()).importFromSource(this, src, normalizeName(name), opts);
     } finally {
       lease.release();
     }
+    // What the layers taught the indexes (files fetched, chunks of zstd:chunked
+    // TOCs), once the import is committed; an index failing costs reuse only.
+    try {
+      index.recordContent(this, plan.reports.flatMap((r) => (r.fetched ?? []).map((f) => ({ object: f.object, sha256: f.digest.replace(/^sha256:/, ''), size: f.size }))));
+      index.recordChunks(this, plan.reports.flatMap((r) => r.chunks ?? []));
+    } catch { /* see above */ }
+    const reported = new Set(plan.reports.map((r) => r.layer));
+    // Layers the store had (by diff ID, or the whole build) were not read at all.
+    for (const l of src.layers) if (!reported.has(l.index)) plan.reports.push({ layer: l.index, digest: l.digest, method: 'reused', bytesFetched: 0 });
+    const layers = plan.reports.sort((a, b) => a.layer - b.layer).map(({ fetched: _, chunks: _c, ...r }) => r);
+    return { ...result, layers };
   }
 
   private async openSource(source: string): Promise<ImageSource> {

@@ -5,11 +5,13 @@
 //   oci:, oci-archive:, docker-archive:   src/oci/source.ts (ranges: file reads)
 //   tar:, dir:                            src/store/local-sources.ts (no ranges: made on the fly)
 //   docker:// (pull)                      src/registry/pull.ts (ranges: HTTP Range requests)
+//   a delta's target                      src/delta/apply.ts (no ranges: rebuilt from the delta)
 //
-// Above the sources, src/plan/layers.ts decides per layer (reuse what the
-// store has, read only the missing files of a zstd:chunked layer, or read
-// the blob whole) and per file (store or blob); the store's import reads
-// whatever the plan hands it, verified against the diff ID.
+// Every source enters the store the same way, Store.importSource: above the
+// source, src/plan/layers.ts decides per layer (reuse what the store has,
+// read only the missing files, or chunks of files, of a zstd:chunked layer,
+// or read the blob whole) and per file (store or blob); the store's import
+// reads whatever the plan hands it, verified against the diff ID.
 import { closeSync, openSync, readSync } from 'node:fs';
 import { CowshedError } from '../util/errors.ts';
 import type { Manifest, ImageConfig } from '../oci/types.ts';
