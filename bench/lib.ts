@@ -235,6 +235,12 @@ export const podman = (dir: string, ...args: string[]): Promise<ExecResult> =>
   exec('podman', ['--root', join(dir, 'root'), '--runroot', join(dir, 'run'), '--tmpdir', join(dir, 'tmp'),
     '--storage-driver', 'overlay', '--events-backend', 'none', ...args]);
 
+/** Takes down a podman side on its scratch filesystem: its containers (stopped and removed), then the filesystem. */
+export async function disposePodmanScratch(fs: ScratchFs): Promise<void> {
+  await podman(fs.path, 'rm', '-a', '-f').catch(() => undefined);
+  await fs.dispose();
+}
+
 /**
  * One named benchmark of `npm run bench`: one or more result tables, and
  * optionally its own markdown section for the report (filled by run()).

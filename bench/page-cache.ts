@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { Store, type DriverName } from '../src/store/store.ts';
 import { createContainer, listContainers, removeContainer } from '../src/containers/containers.ts';
 import { podmanOciRef } from '../test/helpers/cli.ts';
-import { type Benchmark, exec, median, mountsUnder, podman, ScratchFs, which } from './lib.ts';
+import { type Benchmark, disposePodmanScratch, exec, median, mountsUnder, podman, ScratchFs, which } from './lib.ts';
 import { stackedLineCharts } from './plot.ts';
 
 export interface PageCacheOptions { repo: string; cache: string }
@@ -173,10 +173,7 @@ async function setupSide(spec: SideSpec, layout: string, count: number): Promise
     }
     return {
       roots, dir: fs.path,
-      dispose: async () => {
-        await podman(fs.path, 'rm', '-a', '-f').catch(() => undefined);
-        await fs.dispose();
-      },
+      dispose: () => disposePodmanScratch(fs),
     };
   } catch (e) {
     await fs.dispose();

@@ -2,7 +2,9 @@
 // of the arguments; `npm run bench startup` for the installed command's
 // start-up alone), cowshed against its anchors, report under bench/results/.
 // Environment: COWSHED_FIXTURES (image cache, default /var/cache/cowshed-fixtures),
-// BENCH_RUNS (timed runs per contender, default 5), BENCH_WARMUP (default 1).
+// BENCH_RUNS (timed runs per contender, default 5), BENCH_WARMUP (default 1),
+// BENCH_BASELINE (a git commit: import-cold and composefs-create also time
+// that commit's CLI, alternating with this one's; see bench/baseline.ts).
 import { hash, randomFillSync } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
@@ -24,6 +26,7 @@ import { chunkedBenchmarks } from './chunked.ts';
 import { deltaBenchmarks } from './deltas.ts';
 import { storeSizeBenchmark } from './store-size.ts';
 import { pageCacheBenchmark } from './page-cache.ts';
+import { afterBeforeNote, type Baseline, baselineCheckout } from './baseline.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const CACHE = fixturesDir();
@@ -32,6 +35,9 @@ const CLI = join(REPO, 'bin/cowshed.js');
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 1);
 const MB = 1e6;
+/** The older commit to compare with (BENCH_BASELINE), checked out by main() when set. */
+let baseline: Baseline | undefined;
+const baselineName = (what: string): string => `${what}, baseline ${baseline!.short}`;
 
 /** The cowshed CLI as users run it: a fresh Node 24 process (this one's binary). */
 async function cowshed(...args: string[]): Promise<void> {
@@ -146,7 +152,10 @@ const benchmarks: Benchmark[] = [
         onFreshFs('podman pull oci:', 'anchor', (d) => podman(d, 'pull', '-q', podmanOciRef(LAYOUT, 'v1')), needTool('podman', 'podman')),
         // What no import can beat on one core: decompressing the layer (Debian's is one gzip layer).
         { name: 'gzip -dc of the layer (single-core floor)', role: 'reference', run: async () => { await exec('sh', ['-c', 'gzip -dc < "$0" > /dev/null', v1LayerBlob()]); } },
+        ...(baseline ? [onFreshFs(baselineName('cowshed import'), 'reference', (d) =>
+          exec(process.execPath, [baseline!.cli, '--store', join(d, 'store'), 'import', ref, 'debian:v1'], { cwd: baseline!.dir }))] : []),
       ], { runs: RUNS, warmup: WARMUP });
+      if (baseline) r.notes.push(afterBeforeNote(r, baseline, 'baseline'));
       const cow = r.contenders[0]?.medianMs;
       const pm = r.contenders[2]?.medianMs;
       const floor = r.contenders[3]?.medianMs;
@@ -197,6 +206,8 @@ const benchmarks: Benchmark[] = [
       // The unpacked Debian rootfs, on its own filesystem, made once; the package installed once.
       const src = await ScratchFs.create();
       const inst = await installPackage(REPO);
+      // The baseline commit installed the same way (its `cowshed` first on instB's PATH).
+      const instB = baseline ? await installPackage(baseline.dir) : undefined;
       try {
         await exec('umoci', ['unpack', '--image', `${LAYOUT}:v1`, join(src.path, 'bundle')]);
         const rootfs = join(src.path, 'bundle/rootfs');
@@ -208,12 +219,15 @@ const benchmarks: Benchmark[] = [
         // The same on one thread: shows what the hashing workers buy.
         const create1 = (d: string): Promise<unknown> => cow('composefs', 'create', '--threads', '1', '--digest-store', join(d, 'objects'), rootfs, join(d, 'image.cfs'));
         const erofs = (d: string): Promise<unknown> => exec('mkfs.erofs', ['--quiet', join(d, 'image.erofs'), rootfs]);
+        const createB = (d: string): Promise<unknown> =>
+          exec('cowshed', ['composefs', 'create', '--digest-store', join(d, 'objects'), rootfs, join(d, 'image.cfs')], { env: instB!.env });
 
         const cold = await measure('composefs create --digest-store of the Debian rootfs, cold (empty store)', [
           onFreshFs('cowshed composefs create', 'cowshed', create),
           onFreshFs('mkcomposefs 1.0.8 --digest-store', 'anchor', mk, noMk),
           onFreshFs('cowshed composefs create --threads 1', 'reference', create1),
           onFreshFs('mkfs.erofs (full image, data included)', 'reference', erofs, needTool('mkfs.erofs', 'erofs-utils')),
+          ...(instB ? [onFreshFs(baselineName('cowshed composefs create'), 'reference', createB)] : []),
         ], { runs: RUNS, warmup: WARMUP });
 
         /** Same filesystem for every run; only the (single-file) image is removed between runs. */
@@ -234,6 +248,7 @@ const benchmarks: Benchmark[] = [
           warmContender('mkcomposefs 1.0.8 --digest-store', 'anchor', mk, noMk),
           warmContender('cowshed composefs create --threads 1', 'reference', create1),
           warmContender('mkfs.erofs (full image, data included)', 'reference', erofs, needTool('mkfs.erofs', 'erofs-utils')),
+          ...(instB ? [warmContender(baselineName('cowshed composefs create'), 'reference', createB)] : []),
         ], { runs: RUNS, warmup: WARMUP });
         warm.notes.push('mkfs.erofs has no warm mode (it writes all the data every time): shown for scale only');
 
@@ -241,6 +256,10 @@ const benchmarks: Benchmark[] = [
           { name: 'cowshed composefs create --from-file', role: 'cowshed', run: async () => { await cow('composefs', 'create', '--from-file', dump, join(src.path, 'dump.cfs')); } },
           { name: 'mkcomposefs 1.0.8 --from-file', role: 'anchor', skip: noMk, run: async () => { await exec(MKCOMPOSEFS, ['--from-file', dump, join(src.path, 'dump-mk.cfs')]); } },
           { name: 'node -e 0 (Node 24 start-up floor)', role: 'reference', run: async () => { await exec(inst.node, ['-e', '0'], { env: inst.env }); } },
+          ...(instB ? [{
+            name: baselineName('cowshed composefs create --from-file'), role: 'reference' as const,
+            run: async () => { await exec('cowshed', ['composefs', 'create', '--from-file', dump, join(src.path, 'dump-b.cfs')], { env: instB.env }); },
+          }] : []),
         ], { runs: RUNS, warmup: WARMUP });
 
         const same = async (a: string, b: string): Promise<boolean> =>
@@ -249,8 +268,10 @@ const benchmarks: Benchmark[] = [
         const lines = (await exec('wc', ['-l', dump])).stdout.trim().split(' ')[0];
         fromDump.notes.push(`${lines} entries; all through the installed command (npm pack, npm install -g)`);
         for (const r of [cold, warm, fromDump]) r.notes.unshift(targetNote(r, 1.5, 'mkcomposefs'));
+        if (baseline) for (const r of [cold, warm, fromDump]) r.notes.push(afterBeforeNote(r, baseline, 'baseline'));
         return [cold, warm, fromDump];
       } finally {
+        await instB?.dispose();
         await inst.dispose();
         await src.dispose();
       }
@@ -333,6 +354,7 @@ async function main(): Promise<void> {
   const results: BenchResult[] = [];
   const extra: string[] = [];
   const t0 = performance.now();
+  if (process.env.BENCH_BASELINE) baseline = await baselineCheckout(REPO, process.env.BENCH_BASELINE);
   try {
     for (const b of selected) {
       if (b.needsImage && !imageReady) {
@@ -354,6 +376,7 @@ async function main(): Promise<void> {
     await startup.dispose();
     await chunked.dispose();
     await deltas.dispose();
+    await baseline?.dispose();
   }
   const summary = limitsSummary(results);
   if (extra.length) extra.unshift('## Not run', '');

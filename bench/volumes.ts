@@ -24,7 +24,7 @@
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Benchmark, type BenchResult, type ContenderResult, exec, median, podman, ScratchFs, which } from './lib.ts';
+import { type Benchmark, type BenchResult, type ContenderResult, disposePodmanScratch, exec, median, podman, ScratchFs, which } from './lib.ts';
 import { podmanOciRef } from '../test/helpers/cli.ts';
 import { esc, legendItem, svgDocument } from './plot.ts';
 
@@ -123,10 +123,7 @@ async function setupSide(side: Side, repo: string, layout: string): Promise<Read
       run: async (loc) => parse((await podman(fs.path, 'run', '--rm', '--network', 'none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1000:1000',
         ...(loc === 'volume' ? ['-v', 'benchvol:/data'] : []), image, 'sh', '-c', SCRIPT)).stdout),
       warm: async () => { await podman(fs.path, 'run', '--rm', '--network', 'none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1000:1000', '-v', 'benchvol:/data', image, 'true'); },
-      dispose: async () => {
-        await podman(fs.path, 'rm', '-a', '-f').catch(() => undefined);
-        await fs.dispose();
-      },
+      dispose: () => disposePodmanScratch(fs),
     };
   } catch (e) {
     await fs.dispose();

@@ -1,8 +1,9 @@
 // zfs: each image's tree is written once into a dataset and snapshotted; a
 // container is a clone of that snapshot. On this kind of host there is no ZFS
 // kernel module, only zfs-fuse (Debian), which works (datasets, snapshots,
-// clones, devices) but stores no extended attributes: images that carry any
-// (security.capability, user.*) are refused rather than silently changed.
+// clones, devices, names of any bytes up to 255) but cannot hold all of an
+// image (see zfsFuseCannotHold): such images are refused, naming the first
+// entry, rather than silently changed.
 // The store's directory must be inside a mounted ZFS dataset; the pool and
 // the zfs-fuse daemon are the administrator's.
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -14,7 +15,8 @@ import { materializeTree } from './materialize.ts';
 import { imageTreeOf } from './vfs.ts';
 import { diffAgainstTree } from '../containers/tree-diff.ts';
 import { CowshedError } from '../util/errors.ts';
-import { walk } from '../tree/node.ts';
+import { walk, type FsNode } from '../tree/node.ts';
+import { escapeName } from '../util/names.ts';
 
 function zfs(args: string[], what: string): string {
   // zfs-fuse reports a dataset busy for a moment after its files were used.
@@ -52,16 +54,49 @@ function exists(ds: string): boolean {
   try { execFileSync('zfs', ['list', '-H', '-o', 'name', ds], { stdio: 'ignore', timeout: 60_000 }); return true; } catch { return false; }
 }
 
+const INT32_MAX = 2 ** 31 - 1;
+
+/**
+ * What zfs-fuse 0.7 (the only ZFS on a kernel without the module) cannot
+ * hold, found by trying on a pool, most telling first. Xattrs: setxattr
+ * fails (ENOTSUP; EINVAL for security.*). Times: it keeps whole seconds (a
+ * set nanosecond part reads back as 0) and refuses those outside a signed
+ * 32-bit count (EOVERFLOW). Owners: it refuses uid and gid of 2^31 and above
+ * (EINVAL; ZFS keeps those for ephemeral ids). Names of any bytes and
+ * 255-byte names, link targets, devices, fifos and setuid/sticky modes it
+ * holds exactly.
+ */
+const LIMITS: Array<{ lacks: string; has: string; test: (n: FsNode) => string | undefined }> = [
+  { lacks: 'stores no extended attributes', has: 'some', test: (n) => (n.xattrs.size > 0 ? escapeName([...n.xattrs.keys()][0]!) : undefined) },
+  { lacks: 'keeps whole-second times only', has: 'finer ones', test: (n) => (n.mtimeNsec !== 0 ? `mtime ${n.mtimeSec}.${String(n.mtimeNsec).padStart(9, '0')}` : undefined) },
+  {
+    lacks: 'keeps times within a signed 32-bit second count only (1901 to 2038)', has: 'one outside it',
+    test: (n) => (n.mtimeSec > INT32_MAX || n.mtimeSec < -INT32_MAX - 1 ? `mtime ${n.mtimeSec}` : undefined),
+  },
+  { lacks: 'refuses owner ids of 2^31 and above', has: 'one', test: (n) => (n.uid > INT32_MAX || n.gid > INT32_MAX ? `${n.uid}:${n.gid}` : undefined) },
+];
+
+/** The one-line reason zfs-fuse cannot hold this tree exactly (the first entry of the first limit it passes), if any. */
+export function zfsFuseCannotHold(tree: FsNode): string | undefined {
+  const first: Array<string | undefined> = [];
+  for (const [path, n] of walk(tree)) {
+    for (const [i, l] of LIMITS.entries()) {
+      if (first[i] !== undefined) continue;
+      const detail = l.test(n);
+      if (detail !== undefined) first[i] = `zfs-fuse ${l.lacks}, and this image has ${l.has} (${escapeName(path)}: ${detail})`;
+    }
+    if (first[0] !== undefined) break;
+  }
+  return first.find((m) => m !== undefined);
+}
+
 function imageSnapshot(store: Store, composefs: string): string {
   const ds = imageDataset(store, composefs);
   const snap = `${ds}@image`;
   if (exists(snap)) return snap;
   const tree = imageTreeOf(store, composefs);
-  for (const [path, n] of walk(tree)) {
-    if (n.xattrs.size > 0) {
-      throw new CowshedError('EUNSUPPORTED', `zfs-fuse stores no extended attributes, and this image has some (${path}: ${[...n.xattrs.keys()][0]}); use another driver`);
-    }
-  }
+  const why = zfsFuseCannotHold(tree);
+  if (why) throw new CowshedError('EUNSUPPORTED', `${why}; use another driver`);
   if (exists(ds)) zfs(['destroy', '-r', ds], 'removing a half-made image dataset');
   const mnt = join(store.paths.root, 'zfs-images', composefs.slice(0, 16));
   mkdirSync(mnt, { recursive: true, mode: 0o700 });

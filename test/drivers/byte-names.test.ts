@@ -5,27 +5,32 @@
 // exactly the tree `umoci unpack` makes; a container that adds, renames and
 // deletes such names lists them in diff as raw bytes (and in --json as text
 // plus base64), and commits and exports as exactly its tree (umoci unpack
-// of the export). zfs is left out: zfs-fuse is slow and flaky here, and the
-// zfs test suite covers that driver's tree writing.
+// of the export). zfs runs on zfs-fuse, which stores no xattrs: there the
+// image with xattrs is refused at create with one line naming the entry, and
+// the same image without its xattrs makes the round trip (a small pool,
+// started and stopped here).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, lchownSync, linkSync, lutimesSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lchownSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, cowshedOk, tempDir, removeTree, lastLine } from '../helpers/cli.ts';
 import { listTree, compareTrees } from '../helpers/tree-listing.ts';
 import { loopFs } from '../helpers/loop-fs.ts';
 import { writeOciLayout } from '../../src/oci/layout-writer.ts';
+import { startZfsPool, type ZfsPool } from '../helpers/zfs-pool.ts';
 
 const isRoot = process.getuid?.() === 0;
 const skip = isRoot ? false : 'needs root (mounts, loop devices, owners)';
 
-interface Case { name: string; driver: string; fs?: 'btrfs' | 'xfs'; exactTimes: boolean }
+interface Case { name: string; driver: string; fs?: 'btrfs' | 'xfs' | 'zfs'; exactTimes: boolean }
 const CASES: Case[] = [
   { name: 'composefs', driver: 'composefs', exactTimes: true },
   { name: 'overlay', driver: 'overlay', exactTimes: false },
   { name: 'btrfs (loop)', driver: 'btrfs', fs: 'btrfs', exactTimes: false },
   { name: 'vfs (loop xfs)', driver: 'vfs', fs: 'xfs', exactTimes: false },
+  // zfs-fuse keeps whole seconds only (the image's times are whole).
+  { name: 'zfs (zfs-fuse)', driver: 'zfs', fs: 'zfs', exactTimes: false },
 ];
 
 const B = (s: string): Buffer => Buffer.from(s, 'latin1');
@@ -46,9 +51,11 @@ function setXattrs(list: Array<[Buffer, string, Buffer]>): void {
   execFileSync('setfattr', ['-h', '--restore=-'], { input: Buffer.from(s, 'latin1') });
 }
 
-async function buildByteImage(layout: string, work: string): Promise<void> {
+/** The edge image; without its xattrs (for zfs-fuse, which stores none) when `xattrs` is false. */
+async function buildByteImage(layout: string, work: string, xattrs = true): Promise<void> {
   const l1 = join(work, 'l1');
   const l2 = join(work, 'l2');
+  mkdirSync(work, { recursive: true });
   mkdirSync(l1);
   mkdirSync(l2);
   mkdirSync(at(l1, NAMES.dir));
@@ -61,14 +68,15 @@ async function buildByteImage(layout: string, work: string): Promise<void> {
   linkSync(at(l1, NAMES.ff), at(l1, 'hard-\xff'));
   lchownSync(at(l1, NAMES.newline), 1000, 1000);
   chmodSync(at(l1, NAMES.tab), 0o600);
-  setXattrs([[at(l1, 'x'), NAMES.xattr, Buffer.from([0, 0xff, 0x0a, 0x3d])], [at(l1, NAMES.ff), 'user.\xff', Buffer.from([0xe9])]]);
+  if (xattrs) setXattrs([[at(l1, 'x'), NAMES.xattr, Buffer.from([0, 0xff, 0x0a, 0x3d])], [at(l1, NAMES.ff), 'user.\xff', Buffer.from([0xe9])]]);
   // Layer 2: whiteouts of names that are not UTF-8, and a new one.
   mkdirSync(at(l2, NAMES.dir));
   writeFileSync(at(l2, `${NAMES.dir}/.wh.${NAMES.grave}`), '');
   writeFileSync(at(l2, `.wh.${NAMES.newline}`), '');
   writeFileSync(at(l2, '\xe0-nouveau'), 'new\n');
   for (const l of [l1, l2]) {
-    for (const n of readdirSync(B(l), { encoding: 'buffer' })) lutimesSync(Buffer.concat([B(l + '/'), n]), 1_700_000_000, 1_700_000_000);
+    // Whole seconds throughout, the layer's root too: zfs-fuse keeps no finer times.
+    execFileSync('find', [l, '-exec', 'touch', '-h', '-d', '@1700000000', '{}', '+']);
     execFileSync('tar', ['--format=pax', '--xattrs', '--xattrs-include=*', '--numeric-owner', '-C', l, '-cf', `${l}.tar`, '.']);
     execFileSync('gzip', ['-n', `${l}.tar`]);
   }
@@ -83,6 +91,7 @@ describe('names are bytes through every driver', { skip }, () => {
   let work: string;
   let layout: string;
   let unpacked: string;
+  let pool: ZfsPool | undefined;
 
   before(async () => {
     work = tempDir('cowshed-bytes-');
@@ -91,7 +100,10 @@ describe('names are bytes through every driver', { skip }, () => {
     execFileSync('umoci', ['unpack', '--image', `${layout}:bytes`, join(work, 'umoci')], { stdio: 'ignore' });
     unpacked = join(work, 'umoci', 'rootfs');
   });
-  after(() => { if (work) removeTree(work); });
+  after(async () => {
+    await pool?.destroy();
+    if (work) removeTree(work);
+  });
 
   test('the fixture holds the names it should (umoci unpacks them as bytes)', () => {
     const names = new Set(readdirSync(B(unpacked), { encoding: 'latin1' }));
@@ -104,26 +116,57 @@ describe('names are bytes through every driver', { skip }, () => {
     describe(c.name, () => {
       let store: string;
       let base: string;
-      const opts = { nsec: c.exactTimes, bytes: true };
+      /** The image this driver takes and umoci's tree of it (for zfs, the one without xattrs). */
+      let image = '';
+      let judge = '';
+      const opts = { nsec: c.exactTimes, bytes: true, noXattrs: c.fs === 'zfs' };
+      /** A zfs-fuse deadlock (its watchdog fired) is a skip naming it; other drivers run the body as it is. */
+      const guarded = (body: () => Promise<void>) => (t: { skip(msg: string): void }): Promise<void> => (pool ? pool.guarded(body)(t) : body());
 
-      before(() => {
+      before(async () => {
         base = join(work, c.name.replace(/\W+/g, '-'));
-        store = join(c.fs ? loopFs(base, c.fs) : (mkdirSync(base), base), 'store');
-        cowshedOk(store, '--driver', c.driver, 'import', `oci:${layout}:bytes`, 'bytes');
+        if (c.fs === 'zfs') {
+          mkdirSync(base);
+          const plain = join(base, 'no-xattrs');
+          await buildByteImage(join(plain, 'oci'), plain, false);
+          execFileSync('umoci', ['unpack', '--image', `${plain}/oci:bytes`, join(plain, 'umoci')], { stdio: 'ignore' });
+          image = `oci:${plain}/oci:bytes`;
+          judge = join(plain, 'umoci', 'rootfs');
+          pool = await startZfsPool(base, { sizeMiB: 256, watchdogS: 300 }); // ~40 s on a busy machine
+          store = join(pool.mountpoint, 'store');
+          // A zfs-fuse deadlock here: the tests below report it as a skip (guarded).
+          try { cowshedOk(store, '--driver', c.driver, 'import', image, 'bytes'); } catch (e) { if (!pool.hung()) throw e; }
+          return;
+        } else {
+          store = join(c.fs ? loopFs(base, c.fs) : (mkdirSync(base), base), 'store');
+          image = `oci:${layout}:bytes`;
+          judge = unpacked;
+        }
+        cowshedOk(store, '--driver', c.driver, 'import', image, 'bytes');
       });
 
-      test('imports and mounts as exactly the tree umoci unpacks, names as bytes', async () => {
+      if (c.fs === 'zfs') {
+        test('the image with xattrs is refused at create, in one line naming the entry as bytes', guarded(async () => {
+          cowshedOk(store, 'import', `oci:${layout}:bytes`, 'bytes:xattrs');
+          const r = spawnSync(process.execPath, [join(REPO, 'bin', 'cowshed.js'), '--store', store, 'create', 'bytes:xattrs'], { encoding: 'latin1' });
+          assert.notEqual(r.status, 0);
+          assert.match(r.stderr, /^cowshed: zfs-fuse stores no extended attributes, and this image has some \(\/(x: user\.n\\xe9\\x01|(hard-)?\\xff: user\.\\xff)\); use another driver\n$/);
+          assert.equal(cowshedOk(store, 'ps', '-a', '-q').trim(), '');
+        }));
+      }
+
+      test('imports and mounts as exactly the tree umoci unpacks, names as bytes', guarded(async () => {
         const mnt = lastLine(cowshedOk(store, 'mount', 'bytes'));
-        assert.deepEqual(compareTrees(await listTree(mnt, opts), await listTree(unpacked, opts), { ignoreRoot: true }), []);
+        assert.deepEqual(compareTrees(await listTree(mnt, opts), await listTree(judge, opts), { ignoreRoot: true }), []);
         cowshedOk(store, 'create', '--name', 'c', 'bytes');
         const root = lastLine(cowshedOk(store, 'mount', 'c'));
-        assert.deepEqual(compareTrees(await listTree(root, opts), await listTree(unpacked, opts), { ignoreRoot: true }), []);
-      });
+        assert.deepEqual(compareTrees(await listTree(root, opts), await listTree(judge, opts), { ignoreRoot: true }), []);
+      }));
 
-      test('adds, renames and deletes such names: diff shows the bytes, commit and export keep them', async () => {
+      test('adds, renames and deletes such names: diff shows the bytes, commit and export keep them', guarded(async () => {
         const root = lastLine(cowshedOk(store, 'mount', 'c'));
         writeFileSync(at(root, NAMES.added), 'added\n');
-        setXattrs([[at(root, NAMES.added), 'user.\xe0\x02', Buffer.from([0xff, 0])]]);
+        if (c.fs !== 'zfs') setXattrs([[at(root, NAMES.added), 'user.\xe0\x02', Buffer.from([0xff, 0])]]); // zfs-fuse: ENOTSUP
         renameSync(at(root, NAMES.tab), at(root, NAMES.renamed));
         rmSync(at(root, NAMES.backslash));
         rmSync(at(root, `${NAMES.dir}/${NAMES.acute}`));
@@ -148,7 +191,7 @@ describe('names are bytes through every driver', { skip }, () => {
         assert.deepEqual(compareTrees(await listTree(root, opts), await listTree(exported, opts), { ignoreRoot: true }), []);
         const names = new Set(readdirSync(B(exported), { encoding: 'latin1' }));
         assert.ok(names.has(NAMES.added) && names.has(NAMES.renamed) && names.has(NAMES.dirRenamed) && !names.has(NAMES.backslash));
-      });
+      }));
     });
   }
 });

@@ -46,6 +46,8 @@ export interface ListTreeOptions {
   ignoreXattrs?: (name: string, path: string) => boolean;
   /** Skip hashing content (faster; sizes are still compared). */
   noHash?: boolean;
+  /** A filesystem that stores no xattrs at all (zfs-fuse: getfattr fails, ENOTSUP): list none. */
+  noXattrs?: boolean;
   /**
    * Paths, symlink targets and xattr names as binary strings (one char per
    * byte, as cowshed keeps names), exact for names that are not UTF-8.
@@ -117,7 +119,7 @@ export async function listTree(dir: string, opts: ListTreeOptions = {}): Promise
   }
 
   await pool(toHash, 16, async ([abs, info]) => { info.sha256 = await sha256File(abs, info.size); });
-  await readXattrs(root, out, opts.ignoreXattrs && !opts.bytes ? (n, p) => opts.ignoreXattrs!(text(n), text(p)) : opts.ignoreXattrs);
+  if (!opts.noXattrs) await readXattrs(root, out, opts.ignoreXattrs && !opts.bytes ? (n, p) => opts.ignoreXattrs!(text(n), text(p)) : opts.ignoreXattrs);
   let entries = [...out.entries()];
   if (!opts.bytes) {
     entries = entries.map(([p, info]) => {
