@@ -40,8 +40,19 @@ export function readComposefsInfo(image: Uint8Array): ComposefsImageInfo {
   };
 }
 
-/** The tree of an image; `rootOnly`: just the root directory's own metadata (no entries read). */
-export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean } = {}): FsNode {
+/** Raw access to an image's inodes and directories (bounds checked), shared by the tree reader and lookups. */
+export interface ImageAccess {
+  rootNid: number;
+  readInode: (nid: number) => Inode;
+  readData: (ino: Inode) => Buffer;
+  readDirents: (ino: Inode) => [string, number][];
+  /** An inode as a tree node (no children read); undefined for the root's 00..ff whiteouts. */
+  buildNode: (nid: number, inRoot: boolean, name: string) => FsNode | undefined;
+}
+
+export type { Inode as RawInode };
+
+export function imageAccess(image: Uint8Array): ImageAccess {
   const img = Buffer.from(image.buffer, image.byteOffset, image.byteLength);
   readComposefsInfo(img);
   const sb = EROFS_SUPER_OFFSET;
@@ -171,7 +182,6 @@ export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean
     return out;
   };
 
-  const nodes = new Map<number, FsNode>();
   const buildNode = (nid: number, inRoot: boolean, name: string): FsNode | undefined => {
     const ino = readInode(nid);
     const type = ino.mode & S_IFMT;
@@ -224,6 +234,13 @@ export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean
     return node;
   };
 
+  return { rootNid, readInode, readData, readDirents, buildNode };
+}
+
+/** The tree of an image; `rootOnly`: just the root directory's own metadata (no entries read). */
+export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean } = {}): FsNode {
+  const { rootNid, readInode, readDirents, buildNode } = imageAccess(image);
+  const nodes = new Map<number, FsNode>();
   const root = buildNode(rootNid, false, '');
   if (!root || (root.mode & S_IFMT) !== S_IFDIR) return bad('root is not a directory');
   if (opts.rootOnly) return root;
