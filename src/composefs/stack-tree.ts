@@ -1,6 +1,6 @@
 // Stacked images (see stack.ts): the trees of stacks, flattening, and the
 // plan of a commit's layer image. Loaded only by what builds or reads trees.
-import { existsSync, lstatSync as lstatRaw, readdirSync as readdirRaw, readFileSync, type Stats } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Store } from '../store/store.ts';
 import { type FsNode, S_IFMT, S_IFDIR, S_IFCHR, S_IFREG, S_IFLNK, S_IFBLK, S_IFIFO, isDir, isReg, newNode } from '../tree/node.ts';
 import { LayerTreeBuilder, finalizeLinks, splitArchivePath, type EntryMeta, type FileContent } from '../tree/layers.ts';
@@ -8,7 +8,6 @@ import { readComposefsImage, imageAccess, type ImageAccess, type RawInode } from
 import { writeComposefsImage, XATTR_OPAQUE, XATTR_ESCAPED_WHITEOUT, type LayerImage } from './erofs-writer.ts';
 import { fsverityDigest, toHex } from './fsverity.ts';
 import { writeFileAtomic } from '../util/fs.ts';
-import { fsPath } from '../util/names.ts';
 import { CowshedError } from '../util/errors.ts';
 import { decodeEntries } from '../store/import.ts';
 import { stackOf } from './stack.ts';
@@ -78,22 +77,6 @@ export interface ParentView {
 }
 
 export interface ParentStat { dir: boolean; reg: boolean; nlink: number; size: number }
-
-/** The parent's tree through a mount of it (commit: the container's image is mounted anyway). */
-export function mountedView(dir: string): ParentView {
-  return {
-    stat(path) {
-      let st: Stats;
-      try { st = lstatRaw(fsPath(`${dir}/${path}`)); } catch { return undefined; }
-      // A flat image's raw EROFS mount shows the root's 00..ff whiteouts: not part of the tree.
-      if (st.isCharacterDevice() && st.rdev === 0) return undefined;
-      return { dir: st.isDirectory(), reg: st.isFile(), nlink: st.nlink, size: st.size };
-    },
-    list(path) {
-      try { return readdirRaw(fsPath(`${dir}/${path}`), { encoding: 'latin1' }); } catch { return []; }
-    },
-  };
-}
 
 const RAW_OPAQUE = Buffer.from('y');
 
