@@ -242,7 +242,7 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     const stackOn = base?.stack;
     const stackEntries = read.length === 1 ? read[0]!.entries : read.flatMap((r) => r.entries);
     const plan = stackOn && read.length > 0 && read.every((r) => r.record.entries_digest)
-      ? planLayerImage(stackEntries, readComposefsImage(readFileSync(store.imagePath(stackOn.composefs)), { rootOnly: true }), stackOn.view)
+      ? planLayerImage(stackEntries, stackOn.view.dirNode?.('') ?? readComposefsImage(readFileSync(store.imagePath(stackOn.composefs)), { rootOnly: true }), stackOn.view)
       : undefined;
     const stackEntriesDigest = !plan ? undefined
       : read.length === 1 ? read[0]!.record.entries_digest! : store.blobs.put(await encodeEntries(stackEntries));
