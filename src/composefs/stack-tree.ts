@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { Store } from '../store/store.ts';
 import { type FsNode, S_IFMT, S_IFDIR, S_IFCHR, S_IFREG, S_IFLNK, S_IFBLK, S_IFIFO, isDir, isReg, newNode } from '../tree/node.ts';
 import { LayerTreeBuilder, finalizeLinks, splitArchivePath, type EntryMeta, type FileContent } from '../tree/layers.ts';
-import { readComposefsImage, imageAccess, type ImageAccess, type RawInode } from './erofs-reader.ts';
+import { readComposefsImage, imageFileAccess, type ImageAccess, type RawInode } from './erofs-reader.ts';
 import { writeComposefsImage, XATTR_OPAQUE, XATTR_ESCAPED_WHITEOUT, type LayerImage } from './erofs-writer.ts';
 import { fsverityDigest, toHex } from './fsverity.ts';
 import { writeFileAtomic } from '../util/fs.ts';
@@ -91,7 +91,7 @@ const RAW_OPAQUE = Buffer.from('y');
 export function imagesView(store: Store, composefs: string): ParentView {
   // Read when first looked up: a build that turns out flat never needs them.
   let loaded: ImageAccess[] | undefined;
-  const images = (): ImageAccess[] => (loaded ??= stackOf(store, composefs).map((c) => imageAccess(readFileSync(store.imagePath(c)))));
+  const images = (): ImageAccess[] => (loaded ??= stackOf(store, composefs).map((c) => imageFileAccess(store.imagePath(c))));
   interface Found { layer: number; ino: RawInode }
   const type = (f: Found): number => f.ino.mode & S_IFMT;
   const isWhiteout = (f: Found): boolean => type(f) === S_IFCHR && f.ino.u === 0;
