@@ -38,7 +38,7 @@ const SYNTH_ENTRIES = 100_000;
  * insert DIR /`), whose layer starts with an entry named "/" that cowshed's
  * import refuses as an absolute path.
  */
-async function ensureSyntheticLayout(cache: string): Promise<string> {
+export async function ensureSyntheticLayout(cache: string): Promise<string> {
   const layout = join(cache, 'synthetic-100k-oci');
   const stamp = `${layout}.stamp`;
   if (existsSync(stamp) && existsSync(join(layout, 'index.json'))) return layout;

@@ -49,11 +49,11 @@ function signOptions(program: Command, o: object): SignOptions {
 }
 
 /** pull: the admission hook for src/registry/pull.ts (policy enforced before anything is stored). */
-export function pullAdmission(program: Command, o: object): (src: RegistrySource) => Promise<Pick<ImportOptions, 'beforeCommit' | 'inTransaction'>> {
+export function pullAdmission(program: Command, o: object): (src: RegistrySource) => Promise<Pick<ImportOptions, 'beforeCommit' | 'inTransaction' | 'singleImage'>> {
   const t = trustOptions(program, o);
   return async (src) => {
     const a = await (await trustLib()).admitPull(src, t);
-    return { beforeCommit: a.beforeCommit, inTransaction: a.inTransaction };
+    return { beforeCommit: a.beforeCommit, inTransaction: a.inTransaction, singleImage: a.singleImage };
   };
 }
 

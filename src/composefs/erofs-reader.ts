@@ -4,6 +4,7 @@
 // devices, the root's 00..ff whiteouts are dropped. Every read is bounds
 // checked: a damaged image gives an EFORMAT error, never a crash or a loop.
 import { type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, newNode } from '../tree/node.ts';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { CowshedError } from '../util/errors.ts';
 import {
   COMPOSEFS_MAGIC, COMPOSEFS_HEADER_VERSION, EROFS_MAGIC, EROFS_SUPER_OFFSET, BLKSIZ, SLOTSIZE,
@@ -40,9 +41,25 @@ export function readComposefsInfo(image: Uint8Array): ComposefsImageInfo {
   };
 }
 
-/** The tree of an image; `rootOnly`: just the root directory's own metadata (no entries read). */
-export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean } = {}): FsNode {
+/** Raw access to an image's inodes and directories (bounds checked), shared by the tree reader and lookups. */
+export interface ImageAccess {
+  rootNid: number;
+  readInode: (nid: number) => Inode;
+  readData: (ino: Inode) => Buffer;
+  readDirents: (ino: Inode) => [string, number][];
+  /** An inode as a tree node (no children read); undefined for the root's 00..ff whiteouts. */
+  buildNode: (nid: number, inRoot: boolean, name: string) => FsNode | undefined;
+}
+
+export type { Inode as RawInode };
+
+/**
+ * `load(off, len)`: called before every read of the image's bytes, so they can
+ * be read from the file on demand (imageFileAccess) instead of all up front.
+ */
+export function imageAccess(image: Uint8Array, load?: (off: number, len: number) => void): ImageAccess {
   const img = Buffer.from(image.buffer, image.byteOffset, image.byteLength);
+  load?.(0, Math.min(img.length, BLKSIZ));
   readComposefsInfo(img);
   const sb = EROFS_SUPER_OFFSET;
   if (img.readUInt8(sb + 12) !== 12) bad('unsupported block size');
@@ -54,6 +71,7 @@ export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean
 
   const need = (off: number, len: number, what: string): void => {
     if (!Number.isSafeInteger(off) || off < 0 || len < 0 || off + len > img.length) bad(`${what} out of bounds`);
+    load?.(off, len);
   };
 
   const readXattrEntry = (off: number, end: number): [string, Buffer, number] => {
@@ -171,7 +189,6 @@ export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean
     return out;
   };
 
-  const nodes = new Map<number, FsNode>();
   const buildNode = (nid: number, inRoot: boolean, name: string): FsNode | undefined => {
     const ino = readInode(nid);
     const type = ino.mode & S_IFMT;
@@ -224,6 +241,13 @@ export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean
     return node;
   };
 
+  return { rootNid, readInode, readData, readDirents, buildNode };
+}
+
+/** The tree of an image; `rootOnly`: just the root directory's own metadata (no entries read). */
+export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean } = {}): FsNode {
+  const { rootNid, readInode, readDirents, buildNode } = imageAccess(image);
+  const nodes = new Map<number, FsNode>();
   const root = buildNode(rootNid, false, '');
   if (!root || (root.mode & S_IFMT) !== S_IFDIR) return bad('root is not a directory');
   if (opts.rootOnly) return root;
@@ -257,4 +281,40 @@ export function readComposefsImage(image: Uint8Array, opts: { rootOnly?: boolean
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
   }
   return root;
+}
+
+/**
+ * An image file read block by block as lookups need it (a stack's parent can
+ * be a 20 MB image of which a lookup needs a few blocks). Each block is read
+ * once into a zero-filled buffer of the file's size (the kernel's lazily
+ * zeroed pages: allocating it costs next to nothing).
+ */
+export function imageFileAccess(path: string): ImageAccess {
+  // Opened per read (a few per lookup), so nothing stays open: the caller need not close anything.
+  const readAt = (buf: Buffer, start: number, end: number): void => {
+    const fd = openSync(path, 'r');
+    try {
+      for (let got = 0; got < end - start;) {
+        const n = readSync(fd, buf, start + got, end - start - got, start + got);
+        if (n === 0) bad('the image file shrank while it was read');
+        got += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  };
+  const size = statSync(path).size;
+  const img = Buffer.alloc(size);
+  const loaded = new Uint8Array(Math.ceil(size / BLKSIZ));
+  return imageAccess(img, (off, len) => {
+    const last = Math.min(loaded.length - 1, Math.floor((off + Math.max(len, 1) - 1) / BLKSIZ));
+    for (let b = Math.floor(off / BLKSIZ); b <= last; b++) {
+      if (loaded[b]) continue;
+      let e = b; // a run of blocks not read yet, in one read
+      while (e + 1 <= last && !loaded[e + 1]) e++;
+      readAt(img, b * BLKSIZ, Math.min(size, (e + 1) * BLKSIZ));
+      loaded.fill(1, b, e + 1);
+      b = e;
+    }
+  });
 }

@@ -1,14 +1,13 @@
 // Stacked images (see stack.ts): the trees of stacks, flattening, and the
 // plan of a commit's layer image. Loaded only by what builds or reads trees.
-import { existsSync, lstatSync as lstatRaw, readdirSync as readdirRaw, readFileSync, type Stats } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Store } from '../store/store.ts';
-import { type FsNode, S_IFDIR, S_IFCHR, S_IFREG, S_IFLNK, S_IFBLK, S_IFIFO, isDir, isReg, newNode } from '../tree/node.ts';
+import { type FsNode, S_IFMT, S_IFDIR, S_IFCHR, S_IFREG, S_IFLNK, S_IFBLK, S_IFIFO, isDir, isReg, newNode } from '../tree/node.ts';
 import { LayerTreeBuilder, finalizeLinks, splitArchivePath, type EntryMeta, type FileContent } from '../tree/layers.ts';
-import { readComposefsImage } from './erofs-reader.ts';
-import { writeComposefsImage, type LayerImage } from './erofs-writer.ts';
+import { readComposefsImage, imageFileAccess, type ImageAccess, type RawInode } from './erofs-reader.ts';
+import { writeComposefsImage, XATTR_OPAQUE, XATTR_ESCAPED_WHITEOUT, type LayerImage } from './erofs-writer.ts';
 import { fsverityDigest, toHex } from './fsverity.ts';
 import { writeFileAtomic } from '../util/fs.ts';
-import { fsPath } from '../util/names.ts';
 import { CowshedError } from '../util/errors.ts';
 import { decodeEntries } from '../store/import.ts';
 import { stackOf } from './stack.ts';
@@ -67,20 +66,105 @@ export function flattenImage(store: Store, imageId: string): string {
   return flat;
 }
 
-/** Read access to the parent image's tree, through a mount of it. */
+/** Read access to the parent image's tree: the entries planLayerImage looks up. */
 export interface ParentView {
-  /** The root directory of the parent image's mounted tree. */
-  dir: string;
+  /** The entry at `path` ('' is the root), undefined where the tree has none. */
+  stat(path: string): ParentStat | undefined;
+  /** The names in the directory at `path` (none where there is no directory). */
+  list(path: string): string[];
+  /** The directory at `path` with its metadata (no children), undefined if it is not one: for a layer's implicit parent directories. */
+  dirNode?(path: string): FsNode | undefined;
 }
 
-interface ParentStat { dir: boolean; reg: boolean; nlink: number; size: number }
+export interface ParentStat { dir: boolean; reg: boolean; nlink: number; size: number }
 
-function parentStat(view: ParentView, path: string): ParentStat | undefined {
-  let st: Stats;
-  try { st = lstatRaw(fsPath(`${view.dir}/${path}`)); } catch { return undefined; }
-  // A flat image's raw EROFS mount shows the root's 00..ff whiteouts: not part of the tree.
-  if (st.isCharacterDevice() && st.rdev === 0) return undefined;
-  return { dir: st.isDirectory(), reg: st.isFile(), nlink: st.nlink, size: st.size };
+const RAW_OPAQUE = Buffer.from('y');
+
+/**
+ * The tree of a composefs image (flat or a stack) as overlayfs shows it,
+ * read from the image files without mounting anything (import: the base
+ * image is usually not mounted). Only the directories on the looked-up paths
+ * are read, so the cost follows the change, not the image. Layer images'
+ * raw whiteouts (0:0 devices) hide lower entries, raw `trusted.overlay.opaque=y`
+ * directories hide lower directories, as in the mounted stack.
+ */
+export function imagesView(store: Store, composefs: string): ParentView {
+  // Read when first looked up: a build that turns out flat never needs them.
+  let loaded: ImageAccess[] | undefined;
+  const images = (): ImageAccess[] => (loaded ??= stackOf(store, composefs).map((c) => imageFileAccess(store.imagePath(c))));
+  interface Found { layer: number; ino: RawInode }
+  const type = (f: Found): number => f.ino.mode & S_IFMT;
+  const isWhiteout = (f: Found): boolean => type(f) === S_IFCHR && f.ino.u === 0;
+  const isOpaque = (f: Found): boolean => f.ino.xattrs.some(([k, v]) => k === XATTR_OPAQUE && v.equals(RAW_OPAQUE));
+  const dirents = new Map<string, Map<string, number>>();
+  const children = (f: Found): Map<string, number> => {
+    const key = `${f.layer}:${f.ino.nid}`;
+    let m = dirents.get(key);
+    if (!m) {
+      m = new Map(images()[f.layer]!.readDirents(f.ino).filter(([n]) => n !== '.' && n !== '..'));
+      dirents.set(key, m);
+    }
+    return m;
+  };
+  // What makes up the entry at `path`, top first: a non-directory alone, or the directories merged there.
+  const resolve = (path: string): Found[] | undefined => {
+    const layers = images();
+    let cur: Found[] = [];
+    for (const [layer, a] of layers.entries()) {
+      const f = { layer, ino: a.readInode(a.rootNid) };
+      cur.push(f);
+      if (isOpaque(f)) break;
+    }
+    if (path === '') return cur;
+    for (const name of path.split('/')) {
+      const next: Found[] = [];
+      for (const d of cur) {
+        if (type(d) !== S_IFDIR) break;
+        const nid = children(d).get(name);
+        if (nid === undefined) continue;
+        const f = { layer: d.layer, ino: layers[d.layer]!.readInode(nid) };
+        if (isWhiteout(f)) break;
+        if (type(f) !== S_IFDIR) {
+          if (next.length === 0) next.push(f);
+          break;
+        }
+        next.push(f);
+        if (isOpaque(f)) break;
+      }
+      if (next.length === 0) return undefined;
+      cur = next;
+    }
+    return cur;
+  };
+  return {
+    stat(path) {
+      const found = resolve(path);
+      if (!found) return undefined;
+      const f = found[0]!;
+      // A regular file carrying the escaped whiteout xattr is the tree's own 0:0 device.
+      const reg = type(f) === S_IFREG && !f.ino.xattrs.some(([k]) => k === XATTR_ESCAPED_WHITEOUT);
+      return { dir: type(f) === S_IFDIR, reg, nlink: f.ino.nlink, size: reg ? f.ino.size : 0 };
+    },
+    dirNode(path) {
+      const f = resolve(path)?.[0];
+      if (!f || type(f) !== S_IFDIR) return undefined;
+      return images()[f.layer]!.buildNode(f.ino.nid, false, path.slice(path.lastIndexOf('/') + 1));
+    },
+    list(path) {
+      const found = resolve(path);
+      if (!found || type(found[0]!) !== S_IFDIR) return [];
+      const seen = new Set<string>();
+      const out: string[] = [];
+      for (const d of found) {
+        for (const [name, nid] of children(d)) {
+          if (seen.has(name)) continue;
+          seen.add(name);
+          if (!isWhiteout({ layer: d.layer, ino: images()[d.layer]!.readInode(nid) })) out.push(name);
+        }
+      }
+      return out;
+    },
+  };
 }
 
 /** What a stacked layer image changes: its tree, and how the image's entry count and size move. */
@@ -112,11 +196,9 @@ export function planLayerImage(entries: Array<[EntryMeta, FileContent | undefine
 
   // The parent's subtree below `path` goes: count it, and refuse hardlinks (their other names would keep a wrong link count).
   const removeSubtree = (path: string): boolean => {
-    let names: string[];
-    try { names = readdirRaw(fsPath(`${view.dir}/${path}`), { encoding: 'latin1' }); } catch { return true; }
-    for (const name of names) {
+    for (const name of view.list(path)) {
       const p = path === '' ? name : `${path}/${name}`;
-      const st = parentStat(view, p);
+      const st = view.stat(p);
       if (!st) continue;
       if (!removeOne(p, st)) return false;
     }
@@ -133,18 +215,39 @@ export function planLayerImage(entries: Array<[EntryMeta, FileContent | undefine
     return false;
   };
 
+  // Parent directories the layer does not name keep the parent's metadata (as
+  // LayerTreeBuilder keeps them): copied into the layer image. One the parent
+  // lacks would be made with default metadata: flat.
+  const implicitDir = (parts: string[]): FsNode | undefined => {
+    let dir = root;
+    for (let i = 1; i < parts.length; i++) {
+      const p = parts.slice(0, i).join('/');
+      let next = byPath.get(p);
+      if (!next) {
+        if (!view.dirNode || hidden(p) || fresh.has(parts.slice(0, i - 1).join('/'))) return undefined;
+        next = view.dirNode(p);
+        if (!next) return undefined;
+        dir.children!.set(parts[i - 1]!, next);
+        byPath.set(p, next);
+      }
+      if (!isDir(next) || whiteouts.has(next)) return undefined;
+      dir = next;
+    }
+    return dir;
+  };
+
   for (const [e, content] of entries) {
     const parts = splitArchivePath(e.path);
     if (parts.length === 0) return undefined; // the root's own metadata: flat
     const name = parts[parts.length - 1]!;
     const dirPath = parts.slice(0, -1).join('/');
-    const dir = byPath.get(dirPath);
-    if (!dir || !isDir(dir)) return undefined; // an implicit parent directory: its metadata is the parent's, flat
+    const dir = byPath.get(dirPath) ?? implicitDir(parts);
+    if (!dir || !isDir(dir)) return undefined;
     if (name === OPAQUE) {
       // After entries of its own directory, the counts above would be wrong: flat.
       if (dirPath === '' || opaque.has(dir) || dir.children!.size > 0) return undefined;
       if (!fresh.has(dirPath) && !hidden(dirPath)) {
-        const st = parentStat(view, dirPath);
+        const st = view.stat(dirPath);
         if (st?.dir && !removeSubtree(dirPath)) return undefined;
       }
       opaque.add(dir);
@@ -156,7 +259,7 @@ export function planLayerImage(entries: Array<[EntryMeta, FileContent | undefine
     if (target === '' || target === '.' || target === '..') return undefined;
     const path = dirPath === '' ? target : `${dirPath}/${target}`;
     if (dir.children!.has(target)) return undefined; // named twice in one layer: flat
-    const inParent = hidden(path) ? undefined : parentStat(view, path);
+    const inParent = hidden(path) ? undefined : view.stat(path);
     if (victim !== undefined) {
       if (inParent && !removeOne(path, inParent)) return undefined;
       const w = newNode(S_IFCHR | 0o644, { uid: root.uid, gid: root.gid, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec });

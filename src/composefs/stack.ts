@@ -1,7 +1,8 @@
 // Stacked images: an image may be a stack of composefs images, its parent's
 // image(s) with a small "layer image" of one change on top, mounted as
 // several overlayfs lower layers (top first) above the object store's
-// data-only layer. A commit then writes only its change, not the whole tree.
+// data-only layer. A commit, or an import/pull of an update (a stored image's
+// layers plus new ones), then writes only its change, not the whole tree.
 //
 // A layer image holds the layer's entries as overlayfs reads a lower layer:
 // deletions are real whiteouts (0:0 character devices), `.wh..wh..opq` is
@@ -11,8 +12,8 @@
 //
 // Only changes whose stacked view is exactly the flattened tree are stacked;
 // anything else (hardlinks to or from the parent's files, implicit parent
-// directories, the root's own metadata, a name both deleted and added in the
-// layer) is built flat. The one difference overlayfs itself makes: a directory
+// directories the parent lacks, the root's own metadata, a name both deleted
+// and added in the layer) is built flat. The one difference overlayfs itself makes: a directory
 // present in more than one layer reports st_nlink 1 (as in any overlay mount).
 //
 // The flattened image (the tree rebuilt from the parent's and the layer's
@@ -23,7 +24,7 @@
 import type { Store } from '../store/store.ts';
 import { CowshedError } from '../util/errors.ts';
 
-/** A stack deeper than this is flattened by the next commit (overlayfs allows 500 lowers; lookups cost per layer). */
+/** On a stack this deep the next commit or update import is built flat (overlayfs allows 500 lowers; lookups cost per layer). */
 export const STACK_MAX = 16;
 
 /** The composefs images an image is mounted from, top first; one element for a flat image. */

@@ -11,8 +11,7 @@ import { diffOf, resolveContainer, type ContainerRow } from './containers.ts';
 import { driverFor } from '../drivers/driver.ts';
 import type { Change } from './diff.ts';
 import { stackOf, STACK_MAX } from '../composefs/stack.ts';
-import { stackTree } from '../composefs/stack-tree.ts';
-import { openImageView } from '../drivers/composefs.ts';
+import { stackTree, imagesView } from '../composefs/stack-tree.ts';
 import type { FsNode } from '../tree/node.ts';
 import { writeTar, type TarHeaderInput } from '../tar/writer.ts';
 import { readXattrs } from '../util/xattrs.ts';
@@ -67,7 +66,8 @@ async function commitResolved(store: Store, c: ContainerRow, finalName: string, 
   const lease = await acquireLease(store.db, 'write');
   // With the composefs driver the new image is a stack on the container's (see composefs/stack.ts).
   const stacking = store.driver === 'composefs' && stackOf(store, c.composefs).length < STACK_MAX;
-  const view = stacking ? openImageView(store, c.composefs) : undefined;
+  // The parent's tree is looked up in its image files (only the paths the change names), nothing mounted.
+  const view = stacking ? imagesView(store, c.composefs) : undefined;
   try {
     const counts = store.db.get<{ entries: number; logical_size: number }>('SELECT entries, logical_size FROM images WHERE id = ?', c.image_id)!;
     return await buildImage(store, {
@@ -111,7 +111,6 @@ async function commitResolved(store: Store, c: ContainerRow, finalName: string, 
       },
     });
   } finally {
-    view?.close();
     lease.release();
   }
 }

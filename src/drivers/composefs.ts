@@ -223,7 +223,7 @@ export function unmountContainer(store: Store, id: string): void {
 
 /**
  * The tree of an image, read-only, for reading alongside its containers
- * (diff, commit): a flat image's EROFS mount as it is; for a stack, an
+ * (diff): a flat image's EROFS mount as it is; for a stack, an
  * overlay of its EROFS mounts made for the caller and taken down by close().
  */
 export function openImageView(store: Store, composefs: string): { dir: string; close: () => void } {

@@ -37,7 +37,7 @@ export interface PullOptions extends TransportOptions {
    * are verified, before any layer is read or anything stored; throws to
    * refuse the image, or returns hooks for the import.
    */
-  admit?: (src: RegistrySource) => Promise<Pick<ImportOptions, 'beforeCommit' | 'inTransaction'>>;
+  admit?: (src: RegistrySource) => Promise<Pick<ImportOptions, 'beforeCommit' | 'inTransaction' | 'singleImage'>>;
   /** Look for deltas to the image (src/delta) before fetching layers; default true (pull --no-deltas: false). */
   deltas?: boolean;
   /** Retry tuning (tests). */

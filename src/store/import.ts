@@ -1,7 +1,10 @@
 // Import: an image source's layers, streamed and flattened into one tree;
 // new file contents into the object store; one composefs image for the
 // whole tree; the manifest, config and a tar-split record per layer kept so
-// each layer can be rebuilt byte for byte. Nothing becomes visible until the
+// each layer can be rebuilt byte for byte. An image whose layers are a stored
+// image's plus new ones (an update) reads only the new layers and, with the
+// composefs driver, stacks a layer image of their change on the stored image's
+// composefs image (composefs/stack.ts). Nothing becomes visible until the
 // final database transaction; a failure leaves the store as it was (at most
 // garbage under tmp/ that gc and fsck clean).
 import { fromHost } from '../util/names.ts';
@@ -18,7 +21,8 @@ import { type FsNode, isReg, walk } from '../tree/node.ts';
 import { FsVerityHasher, fsverityDigest, toHex } from '../composefs/fsverity.ts';
 import { writeComposefsImage } from '../composefs/erofs-writer.ts';
 import { fail } from '../util/errors.ts';
-import { planLayerImage, type ParentView } from '../composefs/stack-tree.ts';
+import { planLayerImage, imagesView, stackTree, flattenImage, type ParentView } from '../composefs/stack-tree.ts';
+import { stackOf, STACK_MAX } from '../composefs/stack.ts';
 import { readComposefsImage } from '../composefs/erofs-reader.ts';
 import { freeBytes, formatBytes, writeFileAtomic } from '../util/fs.ts';
 import { objectRelPath, type ObjectBatch } from './objects.ts';
@@ -43,6 +47,8 @@ export interface ImportOptions {
   inTransaction?: (db: Store['db'], imageId: string) => void;
   /** One-line notices (a zstd:chunked layer read whole after all, and why). */
   onNotice?: (message: string) => void;
+  /** The image must be one flat composefs image (beforeCommit checks a signed digest): never stack it. */
+  singleImage?: boolean;
 }
 
 export interface ImportResult {
@@ -98,12 +104,70 @@ export async function importFromSource(store: Store, src: ImageSource, name: str
     }
   }
 
+  // A stacked image already here (it has no build record): only the name moves.
+  const here = db.get<{ composefs: string; entries: number; logical_size: number }>('SELECT composefs, entries, logical_size FROM images WHERE id = ?', id);
+  const hereStack = here ? stackOf(store, here.composefs) : [];
+  if (here && hereStack.length > 1 && hereStack.every((c) => existsSync(store.imagePath(c)))) {
+    const composefs = opts.singleImage ? flattenImage(store, id) : here.composefs;
+    opts.beforeCommit?.(composefs);
+    db.tx(() => {
+      tagImage(store, name, id);
+      opts.inTransaction?.(db, id);
+    });
+    return { id, name, composefs, entries: here.entries, logicalSize: here.logical_size, objectsWritten: 0, bytesWritten: 0, reused: true };
+  }
+
+  // An update of a stored image: its layers are not read again; with the composefs driver the new ones are stacked on it.
+  const base = store.driver === 'composefs' && !opts.singleImage ? stackBase(store, src.layers) : undefined;
+  const layers = base ? src.layers.slice(base.layers.length) : src.layers;
   // Refuse up front what cannot fit: the layers' stored size is a floor
   // for what the new content needs (less only when files dedup).
-  const need = src.layers.reduce((a, l) => a + l.size, 0);
+  const need = layers.reduce((a, l) => a + l.size, 0);
   const have = freeBytes(store.paths.root);
   if (need > have) fail('ENOSPC', `not enough space: need ${formatBytes(need)}, have ${formatBytes(have)}`);
-  return buildImage(store, { layers: src.layers, name, meta: () => metaOf(src) }, opts);
+  return buildImage(store, { ...(base ? { base } : {}), layers, name, meta: () => metaOf(src) }, opts);
+}
+
+/**
+ * The stored image to stack an update on: the one with the most layers that
+ * are exactly the first layers of `layers` (same diff IDs, in order), fewer
+ * than all of them, whose composefs images and layer records are all here.
+ * Undefined when there is none, or when the best one's stack is STACK_MAX
+ * deep (then the image is built flat, as a commit on it would be).
+ */
+function stackBase(store: Store, layers: LayerRef[]): BaseImage | undefined {
+  if (layers.length < 2 || layers.some((l) => !l.diffId)) return undefined;
+  const { db } = store;
+  const candidates = db.all<{ image_id: string; n: number }>(
+    'SELECT image_id, COUNT(*) AS n FROM layers WHERE image_id IN (SELECT image_id FROM layers WHERE idx = 0 AND diff_id = ?) GROUP BY image_id HAVING n < ? ORDER BY n DESC',
+    layers[0]!.diffId, layers.length,
+  );
+  let best: { imageId: string; rows: LayerRecord[]; composefs: string; depth: number; entries: number; logicalSize: number } | undefined;
+  for (const c of candidates) {
+    if (best && c.n < best.rows.length) break;
+    const rows = db.all<LayerRecord>('SELECT idx, blob_digest, media_type, blob_size, diff_id, tar_size, split_digest, entries_digest FROM layers WHERE image_id = ? ORDER BY idx', c.image_id);
+    if (!rows.every((r, i) => r.idx === i && r.diff_id === layers[i]!.diffId)) continue;
+    const img = db.get<{ composefs: string; entries: number; logical_size: number }>('SELECT composefs, entries, logical_size FROM images WHERE id = ?', c.image_id);
+    if (!img) continue;
+    const chain = stackOf(store, img.composefs);
+    if (!chain.every((f) => existsSync(store.imagePath(f))) || !rows.every((r) => store.blobs.has(r.split_digest))) continue;
+    if (!best || chain.length < best.depth) best = { imageId: c.image_id, rows, composefs: img.composefs, depth: chain.length, entries: img.entries, logicalSize: img.logical_size };
+  }
+  if (!best || best.depth >= STACK_MAX) return undefined;
+  const { imageId, composefs } = best;
+  return {
+    imageId,
+    // The new manifest's descriptors (the same diff ID may come compressed differently).
+    layers: best.rows.map((r, i) => {
+      const l = layers[i]!;
+      return { ...r, blob_digest: l.digest || r.blob_digest, media_type: l.mediaType, blob_size: l.digest ? l.size : r.blob_size };
+    }),
+    tree: () => stackTree(store, composefs),
+    objects: () => new Map(db.all<{ digest: string; size: number }>(
+      'SELECT o.digest, o.size FROM image_objects io JOIN objects o ON o.digest = io.digest WHERE io.image_id = ?', imageId,
+    ).map((r) => [r.digest, r.size] as [string, number])),
+    stack: { composefs, view: imagesView(store, composefs), entries: best.entries, logicalSize: best.logicalSize },
+  };
 }
 
 /** What an image is recorded as: its manifest and config (blobs) and where it came from. */
@@ -172,11 +236,16 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
       layers.push(r.record);
     }
     const base = spec.base;
-    // One new layer on a base that allows it: only the change is written (a stack).
+    // New layers on a base that allows it: only their change is written (a stack).
+    // Several new layers make one layer image of their entries in order (the plan
+    // refuses whatever a single layer would show differently: a name in two of them).
     const stackOn = base?.stack;
-    const plan = stackOn && read.length === 1 && read[0]!.record.entries_digest
-      ? planLayerImage(read[0]!.entries, readComposefsImage(readFileSync(store.imagePath(stackOn.composefs)), { rootOnly: true }), stackOn.view)
+    const stackEntries = read.length === 1 ? read[0]!.entries : read.flatMap((r) => r.entries);
+    const plan = stackOn && read.length > 0 && read.every((r) => r.record.entries_digest)
+      ? planLayerImage(stackEntries, stackOn.view.dirNode?.('') ?? readComposefsImage(readFileSync(store.imagePath(stackOn.composefs)), { rootOnly: true }), stackOn.view)
       : undefined;
+    const stackEntriesDigest = !plan ? undefined
+      : read.length === 1 ? read[0]!.record.entries_digest! : store.blobs.put(await encodeEntries(stackEntries));
     let image: Buffer;
     let logicalSize: number;
     let entries: number;
@@ -217,7 +286,7 @@ export async function buildImage(store: Store, spec: BuildSpec, opts: ImportOpti
     const added = baseObjects ? [...objects].filter(([hex]) => !baseObjects.has(hex)) : [...objects];
     db.tx(() => {
       if (plan) {
-        db.run('INSERT OR IGNORE INTO composefs_stack (composefs, parent, entries_digest) VALUES (?, ?, ?)', cfs, stackOn!.composefs, read[0]!.record.entries_digest!);
+        db.run('INSERT OR IGNORE INTO composefs_stack (composefs, parent, entries_digest) VALUES (?, ?, ?)', cfs, stackOn!.composefs, stackEntriesDigest!);
       } else db.run(
         `INSERT INTO builds (manifest_digest, composefs, entries, logical_size, layers_json, objects_blob) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT(manifest_digest) DO UPDATE SET composefs = excluded.composefs, entries = excluded.entries,
@@ -491,6 +560,10 @@ function recordImage(
       }
       for (const o of 'all' in objects ? objects.all : objects.added) db.run('INSERT OR IGNORE INTO image_objects (image_id, digest) VALUES (?, ?)', id, o);
     }
-    db.run('INSERT INTO tags (name, image_id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id', name, id);
+    tagImage(store, name, id);
   }
+}
+
+function tagImage(store: Store, name: string, id: string): void {
+  store.db.run('INSERT INTO tags (name, image_id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id', name, id);
 }

@@ -116,6 +116,8 @@ export interface Admission {
   /** For the import: refuse a composefs image other than the one signed; keep the signatures in the same transaction. */
   beforeCommit: (composefs: string) => void;
   inTransaction: (db: Db, imageId: string) => void;
+  /** A signature names the composefs digest: the image is built as one flat composefs image (never stacked). */
+  singleImage?: boolean;
 }
 
 /**
@@ -137,6 +139,7 @@ export async function admitPull(src: RegistrySource, opts: TrustOptions): Promis
   const signed = decision.accepted.filter((s) => s.composefs !== undefined);
   return {
     decision,
+    singleImage: signed.length > 0,
     beforeCommit(composefs) {
       for (const s of signed) {
         if (s.composefs !== composefs) {

@@ -140,6 +140,23 @@ sys.stdout.buffer.write(nacl.secret.SecretBox(k).decrypt(base64.b64decode(d['cip
     assert.equal(info.signatures[0]!.composefs, info.composefs);
   });
 
+  it('an update whose signature names its composefs digest is pulled as one flat image (not stacked on the stored one), and accepted', () => {
+    // small:v1 plus one committed layer, pushed signed (signing flattens it: the signature names the flat digest).
+    cliOk(src, ['create', '--name', 'upd', 'small:v1']);
+    const root = cliOk(src, ['mount', 'upd']).trim().split('\n').pop()!;
+    writeFileSync(join(root, 'etc', 'update'), 'an update\n');
+    cliOk(src, ['commit', 'upd', 'small:update']);
+    cliOk(src, ['rm', 'upd']);
+    cliOk(src, pushArgs('small:update', 'signed:update', '--sign-by-sigstore-private-key', key, '--sign-passphrase-file', pw));
+    const store = join(T, 'pull-update');
+    assert.equal(pullIn(store, 'signed:v1', '--signature-policy', policy, '--registries.d', regd).status, 0);
+    const r = pullIn(store, 'signed:update', '--signature-policy', policy, '--registries.d', regd);
+    assert.equal(r.status, 0, r.stderr);
+    const info = JSON.parse(cliOk(store, ['inspect', `${H()}/signed:update`])) as { signatures?: Array<{ composefs?: string }>; composefs: string; layers: unknown[] };
+    assert.equal(info.layers.length, 2, 'the stored image\'s layer and the new one');
+    assert.equal(info.signatures?.[0]?.composefs, info.composefs, 'the image is the signed composefs image');
+  });
+
   it('the global options work too, and mount --verify checks the chain and says there is no fs-verity', () => {
     const store = join(T, 'pull-global');
     cliOk(store, ['--signature-policy', policy, '--registries.d', regd, 'pull', '--tls-verify=false', `${H()}/signed:v1`]);
