@@ -1,12 +1,13 @@
-// Start-up of the installed command (issue 10): `npm pack`, `npm install -g`
-// into a temporary prefix, then `cowshed --version`, `ps` and `create`
-// through that command (the sh launcher and the Node 24 the package depends
+// Start-up of the installed command (issues 10 and 15): `npm pack`, `npm install -g`
+// into a temporary prefix, then `cowshed --version`, `ps`, `create` and `diff`
+// (a container with bench/containers.ts's ten changes) through that command (the sh launcher and the Node 24 the package depends
 // on, with the system's directories on PATH, as a user runs it) against the
 // same podman commands, alternating. `npm run bench startup` runs just this.
 // dispose() removes the containers, the scratch filesystem and the prefix.
 import { join } from 'node:path';
 import { type Benchmark, type BenchResult, type Contender, exec, installPackage, measure, needTool, podman, ScratchFs } from './lib.ts';
 import { podmanOciRef } from '../test/helpers/cli.ts';
+import { makeTenChanges, pickFiles } from './containers.ts';
 
 export interface StartupBenchOptions {
   repo: string;
@@ -79,11 +80,36 @@ export function startupBenchmarks(opts: StartupBenchOptions): { benchmark: Bench
           cleanup: async () => { if (rid) await cowshed('rm', '-f', rid); rid = undefined; },
         },
       ], m);
-      const target = create.contenders.find((c) => c.role === 'anchor');
-      const cow = create.contenders.find((c) => c.role === 'cowshed');
-      if (cow?.medianMs && target?.medianMs) create.notes.push(`cowshed create / podman create: ${(cow.medianMs / target.medianMs).toFixed(2)} (target ≤ 1)`);
+
+      // The same ten changes in a cowshed and a podman container, both left mounted (podman diff need not mount).
+      const root = (await cowshed('mount', (await cowshed('create', '--name', 'differ', 'debian:v1')).stdout.trim())).stdout.trim();
+      const files = pickFiles(root, 6);
+      makeTenChanges(root, files);
+      let podmanDiffer = '';
+      const diff = await measure('start-up: diff (installed command, a container with 10 changes)', [
+        { name: 'cowshed diff', role: 'cowshed', run: async () => { await cowshed('diff', 'differ'); } },
+        {
+          name: 'podman diff', role: 'anchor', skip: noPodman,
+          before: async () => {
+            await podmanReady();
+            if (podmanDiffer) return;
+            podmanDiffer = (await pm('create', podmanImage, '/bin/sh')).stdout.trim();
+            makeTenChanges((await pm('mount', podmanDiffer)).stdout.trim(), files);
+          },
+          run: async () => { await pm('diff', podmanDiffer); },
+        },
+      ], m);
+
+      for (const [r, what] of [[version, '--version'], [ps, 'ps'], [create, 'create'], [diff, 'diff']] as const) {
+        const target = r.contenders.find((c) => c.role === 'anchor');
+        const cow = r.contenders.find((c) => c.role === 'cowshed');
+        if (cow?.medianMs && target?.medianMs) r.notes.push(`cowshed ${what} / podman ${what}: ${(cow.medianMs / target.medianMs).toFixed(2)} (target ≤ 1)`);
+      }
+      const floor = version.contenders.find((c) => c.role === 'reference')?.medianMs;
+      const pv = version.contenders.find((c) => c.role === 'anchor')?.medianMs;
+      if (floor && pv) version.notes.push(`node -e 0 / podman --version: ${(floor / pv).toFixed(2)} (Node's own start-up, below which no command goes)`);
       create.notes.push('the installed command: sh launcher → the package\'s Node 24 → dist/cli/entry.js, with the system\'s /usr/bin first on PATH');
-      return [version, ps, create];
+      return [version, ps, create, diff];
     },
   };
 

@@ -4,19 +4,18 @@ import { Command, CommanderError, Option } from 'commander';
 import type { Store, DriverName } from '../store/store.ts';
 import { defaultStoreDir } from '../store/paths.ts';
 import { containerCommands } from './containers.ts';
-import { registryCommands } from './registry.ts';
 import { CowshedError, isCowshedError } from '../util/errors.ts';
 import { table, formatBytes, age, shortId, progress } from './output.ts';
-import { composefsCommands } from './composefs.ts';
-import { inspectWithSignatures, trustCommands, verifyForUse } from './trust.ts';
-import { helpCommands } from './help.ts';
-import { deltaCommands } from './delta.ts';
+import { trustGlobalOptions } from './global-options.ts';
 
 // The library loads when a command runs, only the parts it needs: every
 // module (and every Node built-in it pulls in) is start-up time that a short
 // command like ps pays on each call. Only commander and the command
-// definitions load up front, for parsing, help and completion.
+// definitions load up front, for parsing, help and completion; and for the
+// commands of this file and of containers.ts (ps, create, diff, rm, images…)
+// only those definitions (see fastPath below).
 const containersLib = () => import('../containers/containers.ts');
+const trustCli = () => import('./trust.ts');
 const composefsDriver = () => import('../drivers/composefs.ts');
 
 interface GlobalOpts { store?: string; driver?: DriverName; logLevel?: string; quiet?: boolean }
@@ -91,7 +90,7 @@ program.command('inspect')
   .argument('<name>')
   .action(async (name: string) => withStore(async (s) => {
     const { findContainer } = await containersLib();
-    say(JSON.stringify(findContainer(s, name) ?? await inspectWithSignatures(s, name), null, 2));
+    say(JSON.stringify(findContainer(s, name) ?? await (await trustCli()).inspectWithSignatures(s, name), null, 2));
   }));
 
 program.command('tag')
@@ -118,7 +117,7 @@ program.command('mount')
   .action(async (name: string, o: { verify?: boolean }) => withStore(async (s) => {
     const { findContainer, mount: mountContainer } = await containersLib();
     const c = findContainer(s, name);
-    const verified = o.verify ? await verifyForUse(program, s, c ? c.imageId : name, o) : undefined;
+    const verified = o.verify ? await (await trustCli()).verifyForUse(program, s, c ? c.imageId : name, o) : undefined;
     // The image verified, by id: a name moved by another process meanwhile does not get mounted unchecked.
     const driver = await composefsDriver();
     const mountImage = async (): Promise<string> => {
@@ -183,13 +182,46 @@ program.command('df')
   }));
 
 containerCommands(program, withStore, say);
-registryCommands(program, withStore, say);
-composefsCommands(program);
-trustCommands(program, withStore, say);
-(await import('./volumes.ts')).volumeCommands(program, withStore, say);
-// Keep last: --version, completion, examples and exit codes see every command registered above.
-helpCommands(program);
-deltaCommands(program, withStore, say);
+
+/**
+ * Whether argv runs a command registered so far (this file's and
+ * containers.ts's) that no other module changes: then the other command
+ * modules are not loaded at all. mount, run and df get options or hooks from
+ * trust.ts and volumes.ts; help (-h, --help anywhere) shows examples that
+ * help.ts adds; anything else (no command, an unknown option before it)
+ * takes the full tree, so errors and help stay the same.
+ */
+function fastPath(argv: string[]): boolean {
+  const globals = [...program.options];
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '-h' || a === '--help') return false;
+    if (!a.startsWith('-')) {
+      const cmd = program.commands.find((c) => c.name() === a || c.aliases().includes(a));
+      return !!cmd && !['mount', 'run', 'df'].includes(cmd.name()) && !argv.slice(i + 1).some((x) => x === '-h' || x === '--help');
+    }
+    const eq = a.indexOf('=');
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    const o = globals.find((x) => x.long === flag || x.short === flag);
+    if (!o || o.optional) return false;
+    if (o.required && eq < 0) i++;
+  }
+  return false;
+}
+
+trustGlobalOptions(program);
+if (!fastPath(process.argv)) {
+  const [registry, composefs, trust, volumes, help, delta] = await Promise.all([
+    import('./registry.ts'), import('./composefs.ts'), trustCli(), import('./volumes.ts'), import('./help.ts'), import('./delta.ts'),
+  ]);
+  registry.registryCommands(program, withStore, say);
+  composefs.composefsCommands(program);
+  trust.trustCommands(program, withStore, say);
+  volumes.volumeCommands(program, withStore, say);
+  // Keep last: --version, completion, examples and exit codes see every command registered above.
+  help.helpCommands(program);
+  delta.deltaCommands(program, withStore, say);
+}
 
 async function main(argv: string[]): Promise<void> {
   try {

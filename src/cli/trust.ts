@@ -9,6 +9,7 @@ import type { TrustOptions, SignOptions } from '../trust/trust.ts';
 import type { RegistrySource } from '../registry/pull.ts';
 import type { TransportOptions } from '../registry/client.ts';
 import { tlsVerifyOption } from './registry.ts';
+import { policyOption, registriesDOption } from './global-options.ts';
 import type { ImportOptions } from '../store/import.ts';
 
 type WithStore = <T>(fn: (s: Store) => Promise<T> | T) => Promise<T>;
@@ -27,8 +28,6 @@ export function trustOptions(program: Command, o: object): TrustOptions {
   };
 }
 
-const policyOption = () => new Option('--signature-policy <file>', 'containers-policy.json to use (default ~/.config/containers/policy.json, then /etc/containers/policy.json)');
-const registriesDOption = () => new Option('--registries.d <dir>', 'registries.d directory (default /etc/containers/registries.d)');
 
 function addSigningOptions(cmd: Command): Command {
   return cmd
@@ -116,7 +115,6 @@ function readPassphraseForNewKey(file: string | undefined): Buffer {
 }
 
 export function trustCommands(program: Command, withStore: WithStore, say: (s: string) => void): void {
-  program.addOption(policyOption()).addOption(registriesDOption());
   const find = (name: string): Command | undefined => program.commands.find((c) => c.name() === name);
   for (const name of ['push', 'pull', 'mount', 'run']) {
     const cmd = find(name);

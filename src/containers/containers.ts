@@ -3,7 +3,7 @@
 // EROFS mount. Creating one costs three mkdirs, one mount and one database
 // row, whatever the image's size.
 import { mkdirSync, rmSync } from 'node:fs';
-import { crypto } from '../util/builtins.ts';
+import { randomBytes } from '../util/random.ts';
 import type { Store } from '../store/store.ts';
 import { containerPaths } from '../drivers/composefs.ts';
 import { driverFor, type ContainerRef } from '../drivers/driver.ts';
@@ -35,7 +35,7 @@ const ADJECTIVES = ['brave', 'calm', 'eager', 'fond', 'gentle', 'happy', 'keen',
 const ANIMALS = ['badger', 'calf', 'heifer', 'lamb', 'ox', 'heron', 'otter', 'pony', 'stoat', 'wren', 'yak', 'goat'];
 
 function randomName(): string {
-  const b = crypto().randomBytes(3);
+  const b = randomBytes(3);
   return `${ADJECTIVES[b[0]! % ADJECTIVES.length]}_${ANIMALS[b[1]! % ANIMALS.length]}_${b[2]!.toString(16)}`;
 }
 
@@ -50,7 +50,7 @@ export async function createContainer(store: Store, imageRef: string, opts: Crea
   if (opts.name !== undefined && !NAME_RE.test(opts.name)) {
     fail('EINVAL', `invalid container name ${JSON.stringify(opts.name)}: letters, digits, _ . - (starting with a letter or digit)`);
   }
-  const id = crypto().randomBytes(32).toString('hex');
+  const id = randomBytes(32).toString('hex');
   const p = containerPaths(store, id);
   const driver = driverFor(store);
   mkdirSync(p.dir, { mode: 0o700 });

@@ -10,8 +10,13 @@ const BATCH = 2000;
 /** getfattr over `paths` (binary strings), NUL-separated on xargs' stdin; its output as a binary string. */
 function getfattr(args: string[], paths: string[], maxBuffer: number): string {
   if (paths.length === 0) return '';
-  const input = Buffer.concat(paths.map((p) => Buffer.from(p + '\0', 'latin1')));
   try {
+    // One ASCII path (a container's upper directory for diff): as an argument, which
+    // encodes it unchanged, with one process fewer on the path of a short command.
+    if (paths.length === 1 && /^[\x01-\x7f]*$/.test(paths[0]!)) {
+      return execFileSync('getfattr', [...args, '--absolute-names', '--', paths[0]!], { encoding: 'latin1', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer });
+    }
+    const input = Buffer.concat(paths.map((p) => Buffer.from(p + '\0', 'latin1')));
     return execFileSync('xargs', ['-0', '-r', 'getfattr', ...args, '--absolute-names', '--'], {
       input, encoding: 'latin1', stdio: ['pipe', 'pipe', 'ignore'], maxBuffer,
     });

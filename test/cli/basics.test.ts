@@ -85,3 +85,34 @@ for (const shell of ['bash', 'zsh'] as const) {
     assert.deepEqual(c('create', '--name', 'rm', '--n'), ['--name']);
   });
 }
+
+test('a command that loads only its own definitions behaves as with the whole command tree', () => {
+  const store = tempDir();
+  try {
+    // The global options of every module are there (trust.ts's too), before the command.
+    const policy = join(store, 'policy.json');
+    writeFileSync(policy, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
+    const ps = cowshed(join(store, 's'), '--signature-policy', policy, '--registries.d', store, '-q', 'ps', '-a');
+    assert.equal(ps.status, 0, ps.stderr);
+    assert.equal(ps.stdout, 'CONTAINER ID   IMAGE   CREATED   STATUS   NAMES\n');
+    // --help after the command still shows the examples and options help.ts adds.
+    const help = cowshed(join(store, 's'), 'ps', '--help');
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /^Usage: cowshed ps \[options\]/);
+    assert.match(help.stdout, /Examples:\n {2}cowshed ps\n/);
+    assert.equal(help.stdout, cowshed(join(store, 's'), 'help', 'ps').stdout);
+    // Usage errors: the same one line and exit code 2.
+    const bad = cowshed(join(store, 's'), 'images', '--bogus');
+    assert.equal(bad.status, 2);
+    assert.equal(bad.stderr, "error: unknown option '--bogus'\n");
+    const missing = cowshed(join(store, 's'), 'create');
+    assert.equal(missing.status, 2);
+    assert.equal(missing.stderr, "error: missing required argument 'image'\n");
+    // An unknown command still gets commander's suggestion from the whole tree.
+    const typo = cowshed(join(store, 's'), 'pul');
+    assert.equal(typo.status, 2);
+    assert.match(typo.stderr, /unknown command 'pul'.*\n.*pull/);
+  } finally {
+    removeTree(store);
+  }
+});
