@@ -59,12 +59,15 @@ const framesOf = (f: FileFrames): Range[] => f.chunks.filter((c) => !c.zeros).ma
 export function mixedFileSource(d: PerFileDelta, layerSize: number, onDone: (s: MixedStats) => void): FileSourceHook {
   let stats: MixedStats | undefined;
   const provided = new Set<string>();
+  /** Content digest ↔ object of what the deltas gave, for the content index (as for fetched files). */
+  const rows: Array<{ digest: string; size: number; object: string }> = [];
   return {
     async provide(files, local, meta) {
       const read0 = d.bytesRead();
       const costs: MixedStats['costs'] = { layer: layerSize, deltas: d.plan.deltaCost ?? null, partial: null, mixed: null };
       stats = { costs, filesFromDeltas: 0, failed: 0, deltaBytes: d.splitBytes, chosen: 'partial' };
-      const missing = files.filter((f) => !local.has(f.digest));
+      // Each content once (the reader fetches a file twice in the layer once).
+      const missing = [...new Map(files.filter((f) => !local.has(f.digest)).map((f) => [f.digest, f])).values()];
       // Costs from here on (the TOC and the delta's tar-split record are already read); reported as whole-plan totals.
       const partialNow = mergedSize(missing.flatMap(framesOf));
       costs.partial = meta.bytes + partialNow;
@@ -105,6 +108,7 @@ export function mixedFileSource(d: PerFileDelta, layerSize: number, onDone: (s: 
         }
         local.set(f.digest, key);
         provided.add(key);
+        rows.push({ digest: f.digest, size: f.size, object: key });
         stats.filesFromDeltas++;
       }
       stats.deltaBytes += d.bytesRead() - read0;
@@ -121,6 +125,7 @@ export function mixedFileSource(d: PerFileDelta, layerSize: number, onDone: (s: 
       if (stats.chosen === 'mixed' && stats.filesFromDeltas > 0) {
         r.plan = (r.filesFetched ?? 0) === 0 ? 'deltas' : 'mixed';
         r.filesFromDeltas = stats.filesFromDeltas;
+        r.fetched = [...(r.fetched ?? []), ...rows];
       }
       onDone(stats);
     },

@@ -82,6 +82,16 @@ describe('per-file plan: deltas and zstd:chunked ranges', { skip, timeout: 1_200
     assert.ok(l!.bytesFetched * 4 < layerSize, `${l!.bytesFetched} of ${layerSize} bytes`);
   });
 
+  test('an intact delta rebuilds the layer: plan deltas, the TOC not even read', async () => {
+    const client = await clientAtV1('deltas');
+    const j = await pull(client);
+    assert.equal(j.plan, 'deltas', JSON.stringify(j.deltas));
+    const [l] = j.layers;
+    assert.equal(l!.plan, 'deltas');
+    assert.equal(l!.bytesFetched, 0, 'nothing of the layer blob');
+    assert.ok(l!.deltaBytes! > 0 && l!.costs!.deltas === l!.deltaBytes && l!.deltaBytes! * 10 < l!.costs!.layer, JSON.stringify(l));
+  });
+
   test('bad delta entries: those files come as ranges, the rest from the delta (plan mixed), the tree exact', async () => {
     // The delta to v3 (tag schema index), its index and packs as the registry stores them.
     const res = await fetch(`http://${reg.host}/v2/perfile/manifests/sha256-${target.slice(7)}`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
