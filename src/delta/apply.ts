@@ -53,7 +53,7 @@ export interface PerFileDelta {
   plan: LayerPlan;
   /** The layer's objects in tar order (fs-verity hex, size): one per regular file with content. */
   refs: Array<{ digest: string; size: number }>;
-  /** Bytes of the layer's tar-split record from the deltas (0: the store had it). */
+  /** Bytes of the layer's tar-split record from the deltas (0: the store had it); what a failed attempt read is plan.bytes. */
   splitBytes: number;
   planner: DeltaPlanner;
   /** Staged (rebuilt and verified) object, by fs-verity hex. */
@@ -257,6 +257,7 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
       for (const lp of result.plan) {
         if (lp.source !== 'delta') continue;
         const refs = refsOf.get(lp.diffId)!;
+        const read0 = readers.reduce((a, r) => a + r.bytesRead, 0);
         try {
           await fetchSteps(planner.closure(refs).steps.map((s) => s.step)).catch((e: unknown) => {
             if (!isCowshedError(e)) throw e; // a bad range: materialize fetches entry by entry
@@ -267,6 +268,7 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
           // A failing entry: what was rebuilt stays staged; a zstd:chunked layer takes the rest per file.
           lp.source = 'layer';
           lp.reason = e.message;
+          lp.bytes = readers.reduce((a, r) => a + r.bytesRead, 0) - read0; // spent on the attempt
           if (opts.chunked?.has(lp.diffId)) lp.perFile = true;
           continue;
         }

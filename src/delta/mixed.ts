@@ -65,7 +65,7 @@ export function mixedFileSource(d: PerFileDelta, layerSize: number, onDone: (s: 
     async provide(files, local, meta) {
       const read0 = d.bytesRead();
       const costs: MixedStats['costs'] = { layer: layerSize, deltas: d.plan.deltaCost ?? null, partial: null, mixed: null };
-      stats = { costs, filesFromDeltas: 0, failed: 0, deltaBytes: d.splitBytes, chosen: 'partial' };
+      stats = { costs, filesFromDeltas: 0, failed: 0, deltaBytes: d.splitBytes + d.plan.bytes, chosen: 'partial' };
       // Each content once (the reader fetches a file twice in the layer once).
       const missing = [...new Map(files.filter((f) => !local.has(f.digest)).map((f) => [f.digest, f])).values()];
       // Costs from here on (the TOC and the delta's tar-split record are already read); reported as whole-plan totals.
