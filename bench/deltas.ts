@@ -318,7 +318,7 @@ export function deltaBenchmarks(opts: DeltaBenchOptions): { benchmark: Benchmark
         out.push(`Done-when: v1→v3 with log-distance deltas fetches ${fmt(ours13)}; \`ostree static-delta generate --from v1 --to v3\` is ${fmt(o13)} (${(ours13 / o13).toFixed(3)} × OSTree). On the ${sampleKeys.length} sample pairs: cowshed ${fmt(oursSample)} vs OSTree ${fmt(avg(ostBytes, sampleKeys))} on average.`);
         if (chunked.has('1-3')) out.push(`A zstd:chunked partial pull of v3 onto v1 fetches ${fmt(chunked.get('1-3')!)} (${(chunked.get('1-3')! / o13).toFixed(2)} × OSTree).`);
       }
-      if (perFile.size > 0) out.push('Per-file plan: real pulls (manifest, referrers, delta indexes included) into a store that imported version i from the layout, so it holds no pushed manifest a delta chain starts from: only the deltas straight to the target are read, and a layer whose tar-split record is a patch against a layer the store lacks (v2→v7) cannot be paired with its TOC and is pulled as ranges (plan in parentheses).');
+      if (perFile.size > 0) out.push('Per-file plan: real pulls (manifest, referrers, delta indexes included) into a store that imported version i from the layout, so it holds no pushed manifest a delta chain starts from: only the deltas straight to the target are read, and a layer whose tar-split record is a patch against a layer the store lacks (v2→v7) is paired with its TOC by file size (plan in parentheses).');
       out.push('Client bytes include the delta indexes fetched; a host that holds version i and nothing else. "average pair" is over all 45 pairs i<j for cowshed policies. OSTree commits a copy of each tree without its device nodes (it cannot hold them).');
       return out;
       }

@@ -52,7 +52,9 @@ export interface LayerPlan {
 export interface PerFileDelta {
   plan: LayerPlan;
   /** The layer's objects in tar order (fs-verity hex, size): one per regular file with content. */
-  refs: Array<{ digest: string; size: number }>;
+  refs: Array<{ digest: string; size: number }> | undefined;
+  /** Every object the deltas hold an entry for (fs-verity hex, size): paired by size when there is no record. */
+  candidates: Array<{ digest: string; size: number }>;
   /** Bytes of the layer's tar-split record from the deltas (0: the store had it); what a failed attempt read is plan.bytes. */
   splitBytes: number;
   planner: DeltaPlanner;
@@ -224,7 +226,7 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
         refsOf.set(d, [...new Set(refs.map((r) => r.digest))]);
       } catch (e) {
         if (!isCowshedError(e)) throw e;
-        result.plan.push({ diffId: d, source: 'layer', bytes: 0, reason: e.message });
+        result.plan.push({ diffId: d, source: 'layer', bytes: 0, reason: e.message, ...(opts.chunked?.has(d) ? { perFile: true } : {}) });
       }
     }
     // Phase 2: the objects, per layer; a layer whose delta would cost more than the layer itself is fetched plainly.
@@ -285,9 +287,11 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
     result.perFile = (diffId) => {
       const plan = result.plan.find((p) => p.diffId === diffId);
       const refs = orderOf.get(diffId);
-      if (!plan?.perFile || !refs || opts.dryRun) return undefined;
+      if (!plan?.perFile || opts.dryRun) return undefined;
+      const candidates = new Map<string, number>();
+      for (const r of readers) for (const e of r.index.entries) if (!e.k.startsWith('split-')) candidates.set(e.o, e.s);
       return {
-        plan, refs, splitBytes: splitBytes.get(diffId) ?? 0, planner,
+        plan, refs, candidates: [...candidates].map(([digest, size]) => ({ digest, size })), splitBytes: splitBytes.get(diffId) ?? 0, planner,
         staged: (hex) => staged.get(hex),
         prefetch: (keys) => fetchSteps(planner.closure(keys).steps.map((s) => s.step)).catch((e: unknown) => {
           if (!isCowshedError(e)) throw e; // a bad range: materialize fetches entry by entry

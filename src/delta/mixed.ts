@@ -18,7 +18,11 @@
 // against the diff ID before anything is committed. (The content index,
 // src/chunked/content-index.ts, maps SHA-256 → fs-verity only for objects
 // the store holds: it finds the files that cost nothing, not the ones a
-// delta rebuilds.)
+// delta rebuilds.) Without the record (a patch against a layer the host
+// lacks, or a bad entry), a missing file is paired with the one delta entry
+// of its size, when exactly one entry and one missing file have that size;
+// the SHA-256 check after the rebuild catches a wrong guess (its range is
+// fetched).
 //
 // Choice. Once the TOC is read (its bytes are spent), per file: free if the
 // store has it (by content digest, or by fs-verity digest through the
@@ -71,14 +75,30 @@ export function mixedFileSource(d: PerFileDelta, layerSize: number, onDone: (s: 
       // Costs from here on (the TOC and the delta's tar-split record are already read); reported as whole-plan totals.
       const partialNow = mergedSize(missing.flatMap(framesOf));
       costs.partial = meta.bytes + partialNow;
-      // The pairing: by position, same count, same sizes (else no file comes from the deltas).
-      const paired = d.refs.length === files.length && d.refs.every((r, i) => r.size === files[i]!.size);
-      if (!paired) return;
-      const keyOf = new Map<FileFrames, string>(files.map((f, i) => [f, d.refs[i]!.digest]));
+      // The pairing: by position, same count, same sizes; without the record, by a size only one entry has.
+      const refs = d.refs;
+      const keyOf = new Map<FileFrames, string>();
+      if (refs && refs.length === files.length && refs.every((r, i) => r.size === files[i]!.size)) {
+        files.forEach((f, i) => keyOf.set(f, refs[i]!.digest));
+      } else if (!refs) {
+        const bySize = new Map<number, string[]>();
+        for (const c of d.candidates) {
+          const l = bySize.get(c.size);
+          if (l) l.push(c.digest); else bySize.set(c.size, [c.digest]);
+        }
+        const sizes = new Map<number, number>();
+        for (const f of missing) sizes.set(f.size, (sizes.get(f.size) ?? 0) + 1);
+        for (const f of missing) {
+          const l = bySize.get(f.size);
+          if (l?.length === 1 && sizes.get(f.size) === 1) keyOf.set(f, l[0]!);
+        }
+      }
+      if (keyOf.size === 0) return;
       const fromDeltas = new Set<FileFrames>();
       const ranged: FileFrames[] = [];
       for (const f of missing) {
-        const key = keyOf.get(f)!;
+        const key = keyOf.get(f);
+        if (key === undefined) { ranged.push(f); continue; }
         const cost = d.staged(key) !== undefined ? 0 : d.planner.cost(key);
         if (cost < frameBytes(f)) fromDeltas.add(f); else ranged.push(f);
       }

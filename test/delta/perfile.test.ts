@@ -155,4 +155,26 @@ describe('per-file plan: deltas and zstd:chunked ranges', { skip, timeout: 1_200
       cowshedOk(client, 'umount', ref(3));
     }
   });
+
+  test('the layer\'s tar-split record in the delta is bad too: files paired by size, still mixed', async (t) => {
+    const res = await fetch(`http://${reg.host}/v2/perfile/manifests/sha256-${target.slice(7)}`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+    const [delta] = ((await res.json()) as { manifests: Array<{ digest: string }> }).manifests;
+    const dm = json<{ layers: Array<{ digest: string }> }>(delta!.digest);
+    const index = decodeIndex(readFileSync(blobFile(dm.layers[0]!.digest)));
+    const split = index.entries[index.layers[0]!.split]!;
+    const file = blobFile(dm.layers[1 + split.p]!.digest);
+    const bytes = readFileSync(file);
+    bytes[split.off + (split.len >> 1)] ^= 0xff;
+    writeFileSync(file, bytes);
+
+    const client = await clientAtV1('bysize');
+    const j = await pull(client);
+    const [l] = j.layers;
+    t.diagnostic(`total ${j.bytesFetched} bytes; layer ${JSON.stringify(l)}`);
+    assert.equal(j.plan, 'mixed', JSON.stringify(j.deltas));
+    assert.equal(l!.plan, 'mixed');
+    assert.ok(l!.filesFromDeltas! > 0 && l!.costs!.mixed! < l!.costs!.partial!, JSON.stringify(l));
+    assert.ok(j.bytesFetched * 4 < l!.costs!.layer);
+    assert.equal(cowshed(client, 'fsck').status, 0);
+  });
 });
