@@ -3,7 +3,9 @@
 // i.e. skip-deltas), what the server stores and what a client fetches for
 // an adjacent update, the average pair i < j and from scratch, with the
 // time to generate and to apply; beside them OSTree static deltas, plain
-// layer pulls and `btrfs send -p | zstd` of snapshots on a loop btrfs.
+// layer pulls and `btrfs send -p | zstd` of snapshots on a loop btrfs,
+// zstd:chunked partial pulls, and the per-file plan (deltas and zstd:chunked
+// ranges, whichever is cheaper per file) pulled for real.
 //
 // Client bytes come from the same planner the pull uses (src/delta/plan.ts)
 // over the deltas on the policy's path from i to j, with a store that holds
@@ -30,6 +32,8 @@ const fmt = (b: number): string => (b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : `$
 const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 /** Pairs (i < j) beside adjacent ones where the anchors are measured (all pairs would take too long for OSTree). */
 const SAMPLE_PAIRS: Array<[number, number]> = [[1, 3], [2, 7], [1, 10], [4, 9], [3, 8], [5, 6], [6, 10], [2, 5]];
+/** Pairs pulled for real with the per-file plan: every adjacent update, v1→v3, and 2→7 (no log delta starts at v2). */
+const PER_FILE_PAIRS: Array<[number, number]> = [...Array.from({ length: N - 1 }, (_, k): [number, number] => [k + 1, k + 2]), [1, 3], [2, 7]];
 
 interface PolicyRow { name: string; server: number; adjacent: number; random: number; scratch: number; genMs: number; applyMs?: number; applyPair?: string; applyBytes?: number }
 
@@ -240,6 +244,8 @@ export function deltaBenchmarks(opts: DeltaBenchOptions): { benchmark: Benchmark
       const chunked = new Map<string, number>();
       let chunkedScratch: number | undefined;
       let chunkedServer = 0;
+      const perFile = new Map<string, { bytes: number; plan: string }>();
+      let perFileServer = 0;
       if (await which('docker-registry')) {
         const reg = await startRegistry(join(fs.path, 'registry'));
         try {
@@ -256,6 +262,20 @@ export function deltaBenchmarks(opts: DeltaBenchOptions): { benchmark: Benchmark
           }
           chunkedScratch = await pull(join(fs.path, 'chunked-scratch'), N);
           rmSync(join(fs.path, 'chunked-scratch'), { recursive: true, force: true });
+          // The per-file plan (src/delta/mixed.ts): the same zstd:chunked versions with
+          // log-distance deltas next to them (push --deltas again: the layers are there
+          // already), pulled with deltas into a store holding version i. Each layer takes
+          // the cheapest of the deltas, the ranges, per file both, or the layer.
+          for (let k = 2; k <= N; k++) await cliIn(storeDir, 'push', '-q', '--tls-verify=false', '--deltas', '--compression-format', 'zstd:chunked', name(k), `${reg.host}/series:v${k}`);
+          perFileServer = dirBytes(join(fs.path, 'registry'));
+          for (const [i, j] of PER_FILE_PAIRS) {
+            const client = join(fs.path, `perfile-${i}-${j}`);
+            await cliIn(client, 'import', `oci:${series}:v${i}`, name(i));
+            const r = JSON.parse((await cliIn(client, 'pull', '--json', '--tls-verify=false', `${reg.host}/series:v${j}`)).stdout.trim().split('\n').pop()!) as { bytesFetched: number; layers: Array<{ plan?: string }> };
+            perFile.set(`${i}-${j}`, { bytes: r.bytesFetched, plan: r.layers.map((l) => l.plan ?? '?').join('+') });
+            rmSync(client, { recursive: true, force: true });
+          }
+          process.stderr.write('bench deltas: per-file plan pulls\n');
         } finally {
           await reg.stop();
         }
@@ -286,12 +306,19 @@ export function deltaBenchmarks(opts: DeltaBenchOptions): { benchmark: Benchmark
       if (chunkedScratch !== undefined) {
         out.push(`| zstd:chunked partial pull (docker-registry on loopback, --no-deltas) | registry ${fmt(chunkedServer)} | ${fmt(avg(chunked, adjKeys))} | ${fmt(avg(chunked, sampleKeys))} (sample) | ${fmt(chunkedScratch)} | — | — |`);
       }
+      if (perFile.size > 0) {
+        const pf = (k: string): string => `${fmt(perFile.get(k)!.bytes)} (${perFile.get(k)!.plan})`;
+        const adjPlans = [...new Set(adjKeys.map((k) => perFile.get(k)!.plan))].join(', ');
+        const others = PER_FILE_PAIRS.filter(([i, j]) => j - i !== 1).map(([i, j]) => `v${i}→v${j} ${pf(`${i}-${j}`)}`).join('; ');
+        out.push(`| per-file plan (deltas + zstd:chunked ranges) | registry ${fmt(perFileServer)} (layers + log deltas) | ${fmt(avg(new Map([...perFile].map(([k, v]) => [k, v.bytes])), adjKeys))} (${adjPlans}) | ${others} | ${fmt(chunkedScratch!)} (no deltas to an empty store) | — | — |`);
+      }
       out.push('');
       if (haveOstree) {
         const o13 = ost.get('1-3')!.bytes;
         out.push(`Done-when: v1→v3 with log-distance deltas fetches ${fmt(ours13)}; \`ostree static-delta generate --from v1 --to v3\` is ${fmt(o13)} (${(ours13 / o13).toFixed(3)} × OSTree). On the ${sampleKeys.length} sample pairs: cowshed ${fmt(oursSample)} vs OSTree ${fmt(avg(ostBytes, sampleKeys))} on average.`);
         if (chunked.has('1-3')) out.push(`A zstd:chunked partial pull of v3 onto v1 fetches ${fmt(chunked.get('1-3')!)} (${(chunked.get('1-3')! / o13).toFixed(2)} × OSTree).`);
       }
+      if (perFile.size > 0) out.push('Per-file plan: real pulls (manifest, referrers, delta indexes included) into a store that imported version i from the layout, so it holds no pushed manifest a delta chain starts from: only the deltas straight to the target are read, and a layer whose tar-split record is a patch against a layer the store lacks (v2→v7) is paired with its TOC by file size (plan in parentheses).');
       out.push('Client bytes include the delta indexes fetched; a host that holds version i and nothing else. "average pair" is over all 45 pairs i<j for cowshed policies. OSTree commits a copy of each tree without its device nodes (it cannot hold them).');
       return out;
       }

@@ -49,6 +49,13 @@ export interface PartialSource {
   /** Bytes of a stored object; undefined when it is gone or shorter. */
   readObject?(hex: string, offset: number, length: number): Buffer | undefined;
   tmpDir: string;
+  /**
+   * Other per-file sources (deltas: src/delta/mixed.ts), asked once the TOC
+   * is read and the store looked up: it may add files the store lacks to
+   * `local` (content digest → an object openObject reads), so their frames
+   * are not fetched. Whatever it adds is re-verified when the tar is rebuilt.
+   */
+  provide?(files: FileFrames[], local: Map<string, string>, meta: { bytes: number }): Promise<void>;
 }
 
 export interface PartialPlan {
@@ -260,6 +267,7 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
     // Each tar-split file with content, under its exact name, with its TOC frames (in tar order).
     const needed = matchTocAndTarSplit(fileFrames(toc, what), split, what);
     const local = src.lookup(needed.map((f) => ({ digest: f.digest, size: f.size })));
+    if (src.provide) await src.provide(needed, local, { bytes: pos.toc.length + pos.tarSplit.length });
     const missing = needed.filter((f) => !local.has(f.digest));
     const chunks = chunkIndexRows(needed);
     // Each missing content once, through its first file (a second file of the same content may sit elsewhere in the blob).
@@ -332,7 +340,8 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
   }
 }
 
-function mergedSize(ranges: Range[]): number {
+/** Bytes fetched for these ranges once gaps under 1 KiB are merged (as the requests do). */
+export function mergedSize(ranges: Range[]): number {
   const s = [...ranges].sort((a, b) => a.start - b.start);
   let total = 0;
   let end = -1;

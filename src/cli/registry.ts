@@ -91,7 +91,7 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
         bars.stop();
         if (o.json) {
           const { layers, deltaPlan, ...rest } = r;
-          say(JSON.stringify({ ...rest, plan: deltaPlan?.plan ?? 'layers', deltas: deltaPlan ?? null, layers })); // one line: scripts read the last line
+          say(JSON.stringify({ ...rest, plan: pullPlan(deltaPlan?.plan, layers), deltas: deltaPlan ?? null, layers })); // one line: scripts read the last line
           return;
         }
         if (!quiet && r.deltaPlan) {
@@ -102,10 +102,8 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
         }
         if (!quiet) {
           for (const l of r.layers) {
-            if (l.method === 'reused') continue;
-            const part = l.filesPartial ? ` (${l.filesPartial} in part: ${formatBytes(l.filesPartialBytes ?? 0)} of ${formatBytes(l.filesPartialSize ?? 0)})` : '';
-            const files = l.method === 'partial' ? `, ${l.filesFetched} files fetched${part}, ${l.filesFound} found in the store` : '';
-            process.stderr.write(`layer ${l.layer + 1}/${r.layers.length} ${l.digest.slice(7, 19)}: ${l.method}, ${formatBytes(l.bytesFetched)} fetched${files}\n`);
+            if (l.method === 'reused' && l.plan !== 'deltas') continue;
+            process.stderr.write(`layer ${l.layer + 1}/${r.layers.length} ${l.digest.slice(7, 19)}: ${layerLine(l)}\n`);
           }
           const how = r.reused ? 'already built, no layer fetched' : `${r.objectsWritten} new objects, ${formatBytes(r.bytesWritten)} written`;
           process.stderr.write(`pulled ${r.name}: ${formatBytes(r.bytesFetched)} fetched, ${r.entries} entries (${how}) in ${((performance.now() - t0) / 1000).toFixed(2)} s\n`);
@@ -115,6 +113,25 @@ export function registryCommands(program: Command, withStore: WithStore, say: (s
         bars.stop();
       }
     }));
+
+  /** The plan a pull took overall: the delta plan when deltas were used, else what the layers did. */
+  function pullPlan(delta: string | undefined, layers: Array<{ plan?: string }>): string {
+    if (delta !== undefined && delta !== 'layers') return delta;
+    return layers.some((l) => l.plan === 'partial') ? 'partial' : delta ?? 'layers';
+  }
+
+  /** One layer's line: the plan it took and the bytes it fetched (layer blob, deltas). */
+  function layerLine(l: import('../plan/layers.ts').LayerReport): string {
+    const plan = l.plan === 'mixed' ? 'mixed (deltas + zstd:chunked ranges)' : l.plan === 'deltas' ? 'deltas' : l.method;
+    const d = l.deltaBytes ?? 0;
+    const bytes = d > 0 ? `${formatBytes(l.bytesFetched + d)} fetched (${formatBytes(d)} deltas, ${formatBytes(l.bytesFetched)} of the layer)` : `${formatBytes(l.bytesFetched)} fetched`;
+    const files = l.method === 'partial'
+      ? `${l.filesFromDeltas ? `, ${l.filesFromDeltas} files from deltas` : ''}, ${l.filesFetched} files fetched${l.filesPartial ? ` (${l.filesPartial} in part: ${formatBytes(l.filesPartialBytes ?? 0)} of ${formatBytes(l.filesPartialSize ?? 0)})` : ''}, ${l.filesFound} found in the store`
+      : '';
+    const c = l.costs;
+    const vs = c ? ` [layer ${formatBytes(c.layer)}${c.deltas !== null ? `, deltas ${formatBytes(c.deltas)}` : ''}${c.partial !== null ? `, ranges ${formatBytes(c.partial)}` : ''}${c.mixed !== null ? `, per file ${formatBytes(c.mixed)}` : ''}]` : '';
+    return `${plan}, ${bytes}${files}${vs}`;
+  }
 
   program.command('push')
     .description('push an image to a registry; uploads only the layers the registry lacks')

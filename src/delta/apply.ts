@@ -34,11 +34,38 @@ const COALESCE_GAP = 16 << 10;
 
 export interface LayerPlan {
   diffId: string;
-  source: 'store' | 'delta' | 'layer';
+  /** mixed: per file, deltas and zstd:chunked ranges (decided when the layer is read: src/delta/mixed.ts). */
+  source: 'store' | 'delta' | 'layer' | 'mixed';
   /** Bytes the deltas fetch for this layer (objects shared between layers counted in the first). */
   bytes: number;
   /** Why a layer is not rebuilt from the deltas (source 'layer'). */
   reason?: string;
+  /** A zstd:chunked layer left to the per-file plan: once its TOC is read, each file from the deltas or its range. */
+  perFile?: boolean;
+  /** What the deltas alone would fetch for the layer (tar-split record included); absent: they cannot rebuild it. */
+  deltaCost?: number;
+  /** Files rebuilt from the deltas (source 'mixed'). */
+  filesFromDeltas?: number;
+}
+
+/** What the per-file planner (src/delta/mixed.ts) needs of a prepared delta, for one layer. */
+export interface PerFileDelta {
+  plan: LayerPlan;
+  /** The layer's objects in tar order (fs-verity hex, size): one per regular file with content. */
+  refs: Array<{ digest: string; size: number }> | undefined;
+  /** Every object the deltas hold an entry for (fs-verity hex, size): paired by size when there is no record. */
+  candidates: Array<{ digest: string; size: number }>;
+  /** Bytes of the layer's tar-split record from the deltas (0: the store had it); what a failed attempt read is plan.bytes. */
+  splitBytes: number;
+  planner: DeltaPlanner;
+  /** Staged (rebuilt and verified) object, by fs-verity hex. */
+  staged(hex: string): string | undefined;
+  /** Fetches the entries these keys need, coalesced; a failure is left to materialize(). */
+  prefetch(keys: Key[]): Promise<void>;
+  /** Rebuilds and verifies one object (staged), trying other producers; throws when none gives it. */
+  materialize(key: Key): Promise<Buffer>;
+  /** Bytes read from the deltas so far. */
+  bytesRead(): number;
 }
 
 export interface PreparedDelta {
@@ -49,6 +76,8 @@ export interface PreparedDelta {
   bytesFetched: number;
   /** Objects rebuilt (patched or decompressed) and verified. */
   objectsRebuilt: number;
+  /** For a layer left to the per-file plan (LayerPlan.perFile): what that plan needs. */
+  perFile(diffId: string): PerFileDelta | undefined;
   dispose(): void;
 }
 
@@ -57,6 +86,13 @@ export interface PrepareOptions {
   layerSizes?: Map<string, number>;
   /** Plan only; fetch nothing beyond the tar-split records. */
   dryRun?: boolean;
+  /**
+   * zstd:chunked layers the caller can read by ranges, by diff ID, with the
+   * bytes of their TOC and tar-split: such a layer that the deltas cannot
+   * rebuild whole (or cheaply, or without a failing entry) is left to the
+   * per-file plan instead of a plain fetch.
+   */
+  chunked?: Map<string, number>;
 }
 
 /**
@@ -82,6 +118,7 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
     plan: [],
     bytesFetched: 0,
     objectsRebuilt: 0,
+    perFile: () => undefined,
     dispose: () => rmSync(staging, { recursive: true, force: true }),
   };
   const stepId = (s: Step) => `${s.reader}:${s.entryIndex}`;
@@ -101,16 +138,33 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
         let j = i;
         let end = list[i].entry.off + list[i].entry.len;
         while (j + 1 < list.length && list[j + 1].entry.off <= end + COALESCE_GAP) { j++; end = Math.max(end, list[j].entry.off + list[j].entry.len); }
-        const start = list[i].entry.off;
-        const r = readers[list[i].reader];
-        const buf = await r.readRange(list[i].entry.p, start, end - start);
-        for (let k = i; k <= j; k++) {
-          const e = list[k].entry;
-          fetched.set(stepId(list[k]), buf.subarray(e.off - start, e.off - start + e.len));
-        }
+        await fetchRun(list.slice(i, j + 1), end);
         i = j + 1;
       }
     }
+  }
+
+  /**
+   * One coalesced range of entries (sorted by offset, ending at `end`). A
+   * range that fails (a pack cut short, a refused request) is split in
+   * halves, so one bad entry costs a few requests, not one per entry; an
+   * entry that still fails is left to materialize(), which names it.
+   */
+  async function fetchRun(run: Step[], end: number): Promise<void> {
+    const start = run[0].entry.off;
+    let buf: Buffer;
+    try {
+      buf = await readers[run[0].reader].readRange(run[0].entry.p, start, end - start);
+    } catch (e) {
+      if (!isCowshedError(e) || run.length === 1) throw e;
+      const half = run.length >> 1;
+      const endOf = (r: Step[]): number => Math.max(...r.map((s) => s.entry.off + s.entry.len));
+      for (const part of [run.slice(0, half), run.slice(half)]) {
+        try { await fetchRun(part, endOf(part)); } catch (err) { if (!isCowshedError(err)) throw err; }
+      }
+      return;
+    }
+    for (const s of run) fetched.set(stepId(s), buf.subarray(s.entry.off - start, s.entry.off - start + s.entry.len));
   }
 
   /** The bytes of `key`: from the store, or rebuilt (recursively from its base) and verified. */
@@ -161,14 +215,18 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
       if (!isCowshedError(e)) throw e; // a bad range: materialize below tries entry by entry
     }
     const refsOf = new Map<string, string[]>();
+    const orderOf = new Map<string, Array<{ digest: string; size: number }>>();
+    const splitBytes = new Map<string, number>();
     for (const d of diffIds) {
       if (!wanted.includes(d)) { result.plan.push({ diffId: d, source: 'store', bytes: 0 }); continue; }
       try {
+        splitBytes.set(d, planner.closure([layerKey(d)]).bytes);
         const refs = splitRefs(await materialize(layerKey(d)));
+        orderOf.set(d, refs);
         refsOf.set(d, [...new Set(refs.map((r) => r.digest))]);
       } catch (e) {
         if (!isCowshedError(e)) throw e;
-        result.plan.push({ diffId: d, source: 'layer', bytes: 0, reason: e.message });
+        result.plan.push({ diffId: d, source: 'layer', bytes: 0, reason: e.message, ...(opts.chunked?.has(d) ? { perFile: true } : {}) });
       }
     }
     // Phase 2: the objects, per layer; a layer whose delta would cost more than the layer itself is fetched plainly.
@@ -181,21 +239,27 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
       const fresh = c.steps.filter((s) => !counted.has(s.key));
       const bytes = split.bytes + fresh.reduce((a, s) => a + s.step.entry.len, 0);
       const plain = opts.layerSizes?.get(d);
+      // A zstd:chunked layer the deltas do not rebuild whole, or cheaply, is planned per file once its TOC is read.
+      const perFile = opts.chunked?.has(d) ? { perFile: true } : {};
       if (c.missing.length > 0) {
-        result.plan.push({ diffId: d, source: 'layer', bytes: 0, reason: `${c.missing.length} objects are in no delta and not in the store` });
+        result.plan.push({ diffId: d, source: 'layer', bytes: 0, reason: `${c.missing.length} objects are in no delta and not in the store`, ...perFile });
         continue;
       }
       if (plain !== undefined && bytes >= plain) {
-        result.plan.push({ diffId: d, source: 'layer', bytes: 0, reason: `the delta (${bytes} bytes) costs more than the layer (${plain})` });
+        result.plan.push({ diffId: d, source: 'layer', bytes: 0, reason: `the delta (${bytes} bytes) costs more than the layer (${plain})`, deltaCost: bytes, ...perFile });
         continue;
       }
+      // Reading the TOC costs its bytes (known from the annotations): the per-file plan can only win
+      // where ranges undercut delta entries by more than that, so a delta that rebuilds the layer is
+      // taken as it is (and the TOC read only if one of its entries fails).
       for (const s of fresh) counted.add(s.key);
-      result.plan.push({ diffId: d, source: 'delta', bytes });
+      result.plan.push({ diffId: d, source: 'delta', bytes, deltaCost: bytes });
     }
     if (!opts.dryRun) {
       for (const lp of result.plan) {
         if (lp.source !== 'delta') continue;
         const refs = refsOf.get(lp.diffId)!;
+        const read0 = readers.reduce((a, r) => a + r.bytesRead, 0);
         try {
           await fetchSteps(planner.closure(refs).steps.map((s) => s.step)).catch((e: unknown) => {
             if (!isCowshedError(e)) throw e; // a bad range: materialize fetches entry by entry
@@ -203,8 +267,11 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
           for (const r of refs) await materialize(r);
         } catch (e) {
           if (!isCowshedError(e) || e.code === 'ENOSPC') throw e;
+          // A failing entry: what was rebuilt stays staged; a zstd:chunked layer takes the rest per file.
           lp.source = 'layer';
           lp.reason = e.message;
+          lp.bytes = readers.reduce((a, r) => a + r.bytesRead, 0) - read0; // spent on the attempt
+          if (opts.chunked?.has(lp.diffId)) lp.perFile = true;
           continue;
         }
         const split = splits.get(layerKey(lp.diffId)) ?? storedSplit(store, lp.diffId)!;
@@ -217,6 +284,22 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
       }
     }
     result.bytesFetched = readers.reduce((a, r) => a + r.bytesRead, 0) - bytesBefore;
+    result.perFile = (diffId) => {
+      const plan = result.plan.find((p) => p.diffId === diffId);
+      const refs = orderOf.get(diffId);
+      if (!plan?.perFile || opts.dryRun) return undefined;
+      const candidates = new Map<string, number>();
+      for (const r of readers) for (const e of r.index.entries) if (!e.k.startsWith('split-')) candidates.set(e.o, e.s);
+      return {
+        plan, refs, candidates: [...candidates].map(([digest, size]) => ({ digest, size })), splitBytes: splitBytes.get(diffId) ?? 0, planner,
+        staged: (hex) => staged.get(hex),
+        prefetch: (keys) => fetchSteps(planner.closure(keys).steps.map((s) => s.step)).catch((e: unknown) => {
+          if (!isCowshedError(e)) throw e; // a bad range: materialize fetches entry by entry
+        }),
+        materialize: (key) => materialize(key),
+        bytesRead: () => readers.reduce((a, r) => a + r.bytesRead, 0),
+      };
+    };
     return result;
   } catch (e) {
     result.dispose();

@@ -4,6 +4,12 @@
 // takes those layers as local ones (verified against their diff IDs like
 // any layer) and fetches the rest. A missing, corrupt or useless delta only
 // means more layers are fetched: nothing here can fail a pull.
+//
+// A zstd:chunked layer (current annotations) that the deltas do not rebuild
+// whole is planned per file when it is read (src/delta/mixed.ts, through
+// the import planner's fileSources hook): each file from a delta entry or
+// its range, whichever is cheaper; a failing entry costs that file's range,
+// not the layer.
 import type { Store } from '../store/store.ts';
 import { openRegistrySource, type PullOptions } from '../registry/pull.ts';
 import { CowshedError } from '../util/errors.ts';
@@ -12,6 +18,9 @@ import { prepareDelta, type LayerPlan, type PreparedDelta } from './apply.ts';
 import { ANNOTATION_FROM } from './format.ts';
 import type { DeltaReader } from './artifact.ts';
 import type { RegistryClient } from '../registry/client.ts';
+import { chunkedKind, parseAnnotations } from '../chunked/format.ts';
+import type { FileSourceHook } from '../plan/layers.ts';
+import { mixedFileSource } from './mixed.ts';
 
 /** Most delta indexes one pull reads (each a few kB to tens of kB). */
 const MAX_INDEXES = 8;
@@ -19,7 +28,11 @@ const MAX_INDEXES = 8;
 const MAX_HOPS = 5;
 
 export interface DeltaPullPlan {
-  /** 'deltas': every layer the store lacks comes from deltas; 'mixed'; 'layers': none does; 'store': none is lacking. */
+  /**
+   * 'deltas': every layer the store lacks comes from deltas; 'mixed': some
+   * layers or some files of a layer do (the rest from layers or zstd:chunked
+   * ranges); 'layers': none does; 'store': none is lacking.
+   */
   plan: 'deltas' | 'mixed' | 'layers' | 'store';
   /** Why deltas were not used, when they were not. */
   reason?: string;
@@ -38,6 +51,8 @@ export interface DeltaPull {
   /** Small blobs planning already fetched (the config), so the pull does not fetch them again. */
   blob(digest: string): Buffer | undefined;
   layer(diffId: string): (() => AsyncIterable<Uint8Array>) | undefined;
+  /** The per-file source for a zstd:chunked layer left to the per-file plan (undefined: none). */
+  files(diffId: string): FileSourceHook | undefined;
   dispose(): void;
 }
 
@@ -79,6 +94,19 @@ async function chooseDeltas(store: Store, client: RegistryClient, repo: string, 
   return { readers, via: first.via };
 }
 
+/** zstd:chunked layers (current annotations) by diff ID, with the bytes of their TOC and tar-split. */
+function chunkedLayers(layers: Array<{ diffId: string; size: number; annotations?: Record<string, string>; readRanges?: unknown }>): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const l of layers) {
+    if (!l.readRanges || chunkedKind(l.annotations) !== 'zstd:chunked') continue;
+    try {
+      const pos = parseAnnotations(l.annotations!, l.size, 'layer');
+      out.set(l.diffId, pos.toc.length + pos.tarSplit.length);
+    } catch { /* bad annotations: the partial reader says so, or the layer is pulled whole */ }
+  }
+  return out;
+}
+
 /**
  * Plans a pull of `ref` by deltas. Returns undefined when there is nothing
  * to plan (the store is empty); otherwise a plan whose layers the pull
@@ -91,7 +119,7 @@ export async function planDeltaPull(store: Store, ref: string, opts: PullOptions
   const layerBytes = missing.reduce((a, l) => a + l.size, 0);
   const summary: DeltaPullPlan = { plan: 'layers', deltasUsed: 0, deltaBytes: src.stats.bytes, layerBytes, layers: [] };
   const blob = (d: string): Buffer | undefined => (d === src.config.digest ? src.config.bytes : undefined);
-  const none = (reason: string): DeltaPull => ({ summary: { ...summary, reason }, blob, layer: () => undefined, dispose: () => {} });
+  const none = (reason: string): DeltaPull => ({ summary: { ...summary, reason }, blob, layer: () => undefined, files: () => undefined, dispose: () => {} });
   if (missing.length === 0) return { ...none('every layer is in the store'), summary: { ...summary, plan: 'store', reason: 'every layer is in the store' } };
   let prepared: PreparedDelta | undefined;
   try {
@@ -100,15 +128,41 @@ export async function planDeltaPull(store: Store, ref: string, opts: PullOptions
     summary.deltaBytes += readers.reduce((a, r) => a + r.bytesRead, 0);
     if (readers.length === 0) return none(via === 'none' ? 'no deltas published for this image' : 'no usable delta');
     const before = readers.reduce((a, r) => a + r.bytesRead, 0);
-    prepared = await prepareDelta(store, readers, src.layers.map((l) => l.diffId), { layerSizes: new Map(src.layers.map((l) => [l.diffId, l.size])) });
-    summary.deltaBytes += readers.reduce((a, r) => a + r.bytesRead, 0) - before;
+    prepared = await prepareDelta(store, readers, src.layers.map((l) => l.diffId), {
+      layerSizes: new Map(src.layers.map((l) => [l.diffId, l.size])),
+      ...(opts.partial === false ? {} : { chunked: chunkedLayers(src.layers) }),
+    });
+    const base = summary.deltaBytes - before;
     summary.layers = prepared.plan;
     summary.deltasUsed = readers.length;
-    const fromDeltas = prepared.plan.filter((p) => p.source === 'delta').length;
-    summary.plan = fromDeltas === 0 ? 'layers' : fromDeltas === missing.length ? 'deltas' : 'mixed';
-    if (fromDeltas === 0) summary.reason = prepared.plan.find((p) => p.reason)?.reason ?? 'no layer can be rebuilt from the deltas';
+    // Recomputed when a per-file plan finishes (its delta bytes are read then).
+    const refresh = (): void => {
+      summary.deltaBytes = base + readers.reduce((a, r) => a + r.bytesRead, 0);
+      const fromDeltas = prepared!.plan.filter((p) => p.source === 'delta').length;
+      const mixed = prepared!.plan.filter((p) => p.source === 'mixed').length;
+      summary.plan = fromDeltas + mixed === 0 ? 'layers' : fromDeltas === missing.length ? 'deltas' : 'mixed';
+      if (fromDeltas + mixed === 0) summary.reason = prepared!.plan.find((p) => p.reason)?.reason ?? 'no layer can be rebuilt from the deltas';
+      else delete summary.reason;
+    };
+    refresh();
     const p = prepared;
-    return { summary, blob, layer: (d) => p.layers.get(d), dispose: () => p.dispose() };
+    const sizes = new Map(src.layers.map((l) => [l.diffId, l.size]));
+    return {
+      summary, blob, layer: (d) => p.layers.get(d), dispose: () => p.dispose(),
+      files: (diffId) => {
+        const d = p.perFile(diffId);
+        if (!d) return undefined;
+        return mixedFileSource(d, sizes.get(diffId) ?? Infinity, (st) => {
+          if (st.chosen === 'mixed' && st.filesFromDeltas > 0) {
+            d.plan.source = 'mixed';
+            d.plan.bytes = st.deltaBytes;
+            d.plan.filesFromDeltas = st.filesFromDeltas;
+            delete d.plan.reason;
+          }
+          refresh();
+        });
+      },
+    };
   } catch (e) {
     prepared?.dispose();
     if (!(e instanceof CowshedError) || e.code === 'ENOSPC') throw e;

@@ -10,6 +10,11 @@
 // footer, a registry refusing ranges, wrong bytes) falls back to whole,
 // saying why in one line. The store's import then reads the planned tar;
 // the diff ID is verified either way before anything is committed.
+//
+// Per file, other sources can stand in for a zstd:chunked layer's ranges
+// (hooks.fileSources: deltas, src/delta/mixed.ts): once the TOC is read, a
+// file the store lacks may come from them instead of its frames; the layer's
+// report then says which plan it took ('mixed' when both were used).
 import { isCowshedError } from '../util/errors.ts';
 import { verifyDigest } from '../oci/digest.ts';
 import { chunkedKind } from '../chunked/format.ts';
@@ -38,6 +43,28 @@ export interface LayerReport {
   fetched?: PartialPlan['fetched'];
   /** The layer's chunked files (from its TOC), for the chunk index once the import is committed. */
   chunks?: PartialPlan['chunks'];
+  /**
+   * The plan the layer took: store (nothing fetched), deltas (every file the
+   * store lacked from deltas), partial (zstd:chunked ranges), mixed (per file:
+   * deltas and ranges), layer (the blob whole).
+   */
+  plan?: 'store' | 'deltas' | 'partial' | 'mixed' | 'layer';
+  /** Bytes of delta entries fetched for this layer (not in bytesFetched, which counts the layer blob's). */
+  deltaBytes?: number;
+  /** Files rebuilt from deltas instead of fetched as ranges. */
+  filesFromDeltas?: number;
+  /** What each plan would fetch for this layer, as compared (null: not possible, or not known without the TOC). */
+  costs?: { layer: number; deltas: number | null; partial: number | null; mixed: number | null };
+}
+
+/** Another per-file source for a zstd:chunked layer (deltas). */
+export interface FileSourceHook {
+  /** Called with the TOC's files once read (see PartialSource.provide). */
+  provide: NonNullable<PartialSource['provide']>;
+  /** An object it provided, or undefined for the store's. */
+  open(hex: string): AsyncIterable<Uint8Array> | undefined;
+  /** Adds what it did to the layer's report (plan, delta bytes, costs). */
+  report(r: LayerReport): void;
 }
 
 export interface PlanHooks {
@@ -52,6 +79,8 @@ export interface PlanHooks {
     readObject?: PartialSource['readObject'];
     tmpDir: string;
   };
+  /** Other per-file sources for a zstd:chunked layer (deltas); undefined: ranges and the store only. */
+  fileSources?(layer: LayerRef): FileSourceHook | undefined;
   /** One-line notices (a partial read given up, and why). */
   onNotice?(message: string): void;
   /** A layer's report, once its plan is made (reused and partial) or its read is done (whole). */
@@ -81,6 +110,7 @@ async function* plannedTar(layer: LayerRef, hooks: PlanHooks, reports: LayerRepo
   const stored = layer.diffId ? hooks.storedLayer?.(layer.diffId) : undefined;
   if (stored) {
     report.method = 'reused';
+    report.plan = 'store';
     hooks.onReport?.(report);
     yield* verifyDigest(stored(), layer.diffId, `${what} (rebuilt from the store)`);
     return;
@@ -89,11 +119,14 @@ async function* plannedTar(layer: LayerRef, hooks: PlanHooks, reports: LayerRepo
   const files = hooks.files;
   if (files && layer.readRanges && chunkedKind(layer.annotations) === 'zstd:chunked') {
     let plan: PartialPlan | undefined;
+    const other = hooks.fileSources?.(layer);
     try {
       plan = await planPartial({
         what, digest: layer.digest, size: layer.size, annotations: layer.annotations!, tmpDir: files.tmpDir,
-        lookup: files.lookup, openObject: files.openObject, lookupChunks: files.lookupChunks, readObject: files.readObject,
+        lookup: files.lookup, openObject: other ? (hex) => other.open(hex) ?? files.openObject(hex) : files.openObject,
+        lookupChunks: files.lookupChunks, readObject: files.readObject,
         fetch: (ranges, put) => layer.readRanges!(ranges, put),
+        ...(other ? { provide: other.provide } : {}),
       });
     } catch (e) {
       if (!isCowshedError(e) || e.code === 'ENOSPC') throw e;
@@ -111,6 +144,8 @@ async function* plannedTar(layer: LayerRef, hooks: PlanHooks, reports: LayerRepo
         if (plan.method === 'partial') Object.assign(report, { filesPartial: plan.filesPartial, filesPartialBytes: plan.filesPartialBytes, filesPartialSize: plan.filesPartialSize });
         report.fetched = plan.fetched;
         report.bytesFetched = (layer.bytesRead?.() ?? 0) - read0;
+        report.plan = plan.method === 'partial' ? 'partial' : 'layer';
+        other?.report(report);
         hooks.onReport?.(report);
         try {
           yield* verifyDigest(plan.tar(), layer.diffId, `${what} diff ID`);
@@ -125,6 +160,7 @@ async function* plannedTar(layer: LayerRef, hooks: PlanHooks, reports: LayerRepo
     yield* layer.openTar();
   } finally {
     report.bytesFetched = (layer.bytesRead?.() ?? 0) - read0;
+    report.plan = 'layer';
     hooks.onReport?.(report);
   }
 }

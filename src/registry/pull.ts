@@ -320,7 +320,6 @@ export async function pullImage(
   let resumed = 0;
   // ---- deltas (issue 13, src/delta/pull.ts): layers the deltas rebuild are taken as local ones.
   const deltas = opts.deltas === false ? undefined : await (await import('../delta/pull.ts')).planDeltaPull(store, ref, opts);
-  if (deltas) bytes += deltas.summary.deltaBytes;
   try {
   for (let attempt = 1; ; attempt++) {
     const src = await openRegistrySource(ref, {
@@ -338,6 +337,8 @@ export async function pullImage(
       // second one, after a digest failure, fetches them).
       storedLayer: (diffId) => store.storedLayer(diffId) ?? (attempt === 1 ? deltas?.layer(diffId) : undefined),
       files: opts.partial === false || attempt > 1 ? false : { chunks: opts.partial?.chunks },
+      // zstd:chunked layers the deltas do not rebuild whole: per file, a delta entry or the range.
+      fileSources: (layer) => (attempt === 1 ? deltas?.files(layer.diffId) : undefined),
       onReport: (r) => {
         if (r.method === 'reused') {
           src.localLayers++;
@@ -354,7 +355,18 @@ export async function pullImage(
       requests += src.stats.requests;
       resumed += src.stats.resumed;
       rememberPulledBlobs(store, src);
-      return { ...result, bytesFetched: bytes, blobRequests: requests, resumed, localLayers: src.localLayers, layers, deltaPlan: deltas?.summary };
+      // Layers the deltas rebuilt whole came in as the store's: say so.
+      for (const r of layers) {
+        const lp = deltas?.summary.layers.find((p) => p.diffId === src.layers[r.layer]?.diffId);
+        if (lp?.source === 'delta' && r.method === 'reused') {
+          r.plan = 'deltas';
+          r.deltaBytes = lp.bytes;
+          r.costs = { layer: src.layers[r.layer]!.size, deltas: lp.bytes, partial: null, mixed: null };
+        }
+      }
+      // Delta bytes last: a per-file plan reads its entries while the import runs.
+      const deltaBytes = deltas?.summary.deltaBytes ?? 0;
+      return { ...result, bytesFetched: bytes + deltaBytes, blobRequests: requests, resumed, localLayers: src.localLayers, layers, deltaPlan: deltas?.summary };
     } catch (e) {
       bytes += src.stats.bytes;
       requests += src.stats.requests;

@@ -47,6 +47,8 @@ export interface PlanOptions {
    * the store lacks whole even when stored objects hold some of its chunks.
    */
   files?: false | { chunks?: false };
+  /** Other per-file sources for zstd:chunked layers (pull: deltas, for the per-file plan). */
+  fileSources?: PlanHooks['fileSources'];
   /** A layer's report, as soon as it is known. */
   onReport?: PlanHooks['onReport'];
 }
@@ -154,6 +156,7 @@ export class Store {
     const plan = planLayers(src, {
       storedLayer: p.storedLayer,
       files: p.files === false ? undefined : index.storeFileHooks(this, p.files),
+      fileSources: p.fileSources,
       onNotice: opts.onNotice,
       onReport: p.onReport,
     });
@@ -173,7 +176,7 @@ export class Store {
     } catch { /* see above */ }
     const reported = new Set(plan.reports.map((r) => r.layer));
     // Layers the store had (by diff ID, or the whole build) were not read at all.
-    for (const l of src.layers) if (!reported.has(l.index)) plan.reports.push({ layer: l.index, digest: l.digest, method: 'reused', bytesFetched: 0 });
+    for (const l of src.layers) if (!reported.has(l.index)) plan.reports.push({ layer: l.index, digest: l.digest, method: 'reused', bytesFetched: 0, plan: 'store' });
     const layers = plan.reports.sort((a, b) => a.layer - b.layer).map(({ fetched: _, chunks: _c, ...r }) => r);
     return { ...result, layers };
   }
