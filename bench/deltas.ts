@@ -307,7 +307,7 @@ export function deltaBenchmarks(opts: DeltaBenchOptions): { benchmark: Benchmark
         out.push(`| zstd:chunked partial pull (docker-registry on loopback, --no-deltas) | registry ${fmt(chunkedServer)} | ${fmt(avg(chunked, adjKeys))} | ${fmt(avg(chunked, sampleKeys))} (sample) | ${fmt(chunkedScratch)} | — | — |`);
       }
       if (perFile.size > 0) {
-        const pf = (k: string): string => `${fmt(perFile.get(k)!.bytes)} (${perFile.get(k)!.plan})`;
+        const pf = (k: string): string => `${fmt(perFile.get(k)!.bytes)} (${perFile.get(k)!.plan}${chunked.has(k) ? `; ranges alone ${fmt(chunked.get(k)!)}` : ''})`;
         const adjPlans = [...new Set(adjKeys.map((k) => perFile.get(k)!.plan))].join(', ');
         const others = PER_FILE_PAIRS.filter(([i, j]) => j - i !== 1).map(([i, j]) => `v${i}→v${j} ${pf(`${i}-${j}`)}`).join('; ');
         out.push(`| per-file plan (deltas + zstd:chunked ranges) | registry ${fmt(perFileServer)} (layers + log deltas) | ${fmt(avg(new Map([...perFile].map(([k, v]) => [k, v.bytes])), adjKeys))} (${adjPlans}) | ${others} | ${fmt(chunkedScratch!)} (no deltas to an empty store) | — | — |`);
