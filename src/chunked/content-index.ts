@@ -14,7 +14,8 @@
 // does; a chunk is found through the content index above, and the partial
 // planner checks its bytes against the chunk digest before using them.
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { readFileRanges } from '../transport/types.ts';
 import type { Store } from '../store/store.ts';
 import type { PlanHooks } from '../plan/layers.ts';
 
@@ -127,22 +128,13 @@ export function lookupChunks(store: Store, digests: string[]): Map<string, Store
 
 /** `length` bytes at `offset` of a stored object; undefined when it is gone or shorter. */
 export function readObjectRange(store: Store, hex: string, offset: number, length: number): Buffer | undefined {
-  let fd: number;
-  try { fd = openSync(store.objects.path(hex), 'r'); } catch { return undefined; }
+  let out: Buffer | undefined;
   try {
-    const b = Buffer.alloc(length);
-    let done = 0;
-    while (done < length) {
-      const n = readSync(fd, b, done, length - done, offset + done);
-      if (n === 0) return undefined;
-      done += n;
-    }
-    return b;
+    readFileRanges(store.objects.path(hex), offset, length, [{ start: 0, end: length }], (_, b) => { out = b; }, `object ${hex}`);
   } catch {
     return undefined;
-  } finally {
-    closeSync(fd);
   }
+  return out;
 }
 
 /** The planner's per-file hooks over a store: lookups here, ranges staged in its tmp/. */

@@ -32,8 +32,8 @@
 // cheapest taken (what the deltas alone would cost was known before the TOC
 // was read: src/delta/apply.ts takes that plan then, when it can).
 import { createReadStream } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { isCowshedError } from '../util/errors.ts';
+import { sha256Digest } from '../oci/digest.ts';
 import { mergedSize } from '../chunked/partial.ts';
 import type { FileFrames } from '../chunked/format.ts';
 import type { Range } from '../registry/ranges.ts';
@@ -117,7 +117,7 @@ export function mixedFileSource(d: PerFileDelta, layerSize: number, onDone: (s: 
         const key = keyOf.get(f)!;
         try {
           const bytes = await d.materialize(key);
-          if (`sha256:${createHash('sha256').update(bytes).digest('hex')}` !== f.digest) {
+          if (sha256Digest(bytes) !== f.digest) {
             stats.failed++; // paired wrongly: its range is fetched
             continue;
           }
