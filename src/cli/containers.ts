@@ -70,7 +70,8 @@ export function containerCommands(program: Command, withStore: WithStore, say: (
       m.checkDuplicates(mounts);
       // --verify checks the whole chain here and runs the image id it verified.
       const verified = o.verify ? await (await import('./trust.ts')).verifyForUse(program, s, image, o) : undefined;
-      const r = await runImage(s, verified ?? image, {
+      if (verified) process.stderr.write(verified.summary);
+      const r = await runImage(s, verified?.image ?? image, {
         name: o.name, args: command.length ? command : undefined, env: o.env, rm: o.rm, tty: o.tty,
         interactive: o.interactive, mounts, workdir: o.workdir, user: o.user, entrypoint: o.entrypoint === undefined ? undefined : parseEntrypoint(o.entrypoint),
         readOnly: o.readOnly, readOnlyTmpfs: o.readOnlyTmpfs === 'true',

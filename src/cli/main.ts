@@ -122,14 +122,16 @@ program.command('mount')
     const driver = await composefsDriver();
     const mountImage = async (): Promise<string> => {
       try {
-        return await driver.mountImage(s, verified ?? name);
+        return await driver.mountImage(s, verified?.image ?? name);
       } catch (e) {
         // Removed by another process between the check and the mount: say so by the name given.
         if (verified && isCowshedError(e) && e.code === 'ENOENT') throw new CowshedError('ENOENT', `${name} was removed while it was being verified`);
         throw e;
       }
     };
-    say(c ? mountContainer(s, c.id) : await mountImage());
+    const where = c ? mountContainer(s, c.id) : await mountImage();
+    if (verified) process.stderr.write(verified.summary);
+    say(where);
   }));
 
 program.command('umount')

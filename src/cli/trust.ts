@@ -82,15 +82,20 @@ export async function pushSigner(
  * prints what was checked. Returns the id verified: use it (not the name,
  * which another process may move meanwhile) for what follows.
  */
-export async function verifyForUse(program: Command, s: Store, image: string, o: object): Promise<string> {
+/**
+ * Verifies the chain of `image` and returns the image id verified with the line
+ * that says so (empty under --quiet). The caller prints the line once its own
+ * step has worked too, so that a failure after the check is still one line.
+ */
+export async function verifyForUse(program: Command, s: Store, image: string, o: object): Promise<{ image: string; summary: string }> {
   const { verifyChain } = await import('../trust/chain.ts');
   const r = await verifyChain(s, image, trustOptions(program, o));
-  if (program.opts<{ quiet?: boolean }>().quiet) return r.image;
+  if (program.opts<{ quiet?: boolean }>().quiet) return { image: r.image, summary: '' };
   const sig = r.policy
     ? `${r.policy.accepted.length ? `${r.policy.accepted.length} signature${r.policy.accepted.length > 1 ? 's' : ''} accepted` : 'no signature required'} by ${r.policy.policyFile} (${r.policy.scope})`
     : 'no signature policy';
-  process.stderr.write(`verified ${r.name ?? image}: ${sig}; manifest, config, ${r.layers} layer${r.layers === 1 ? '' : 's'}, ${r.objects} objects, composefs ${r.composefs.slice(0, 12)}${r.signedComposefs ? ' (as signed)' : ''}; ${r.enforcement}\n`);
-  return r.image;
+  const summary = `verified ${r.name ?? image}: ${sig}; manifest, config, ${r.layers} layer${r.layers === 1 ? '' : 's'}, ${r.objects} objects, composefs ${r.composefs.slice(0, 12)}${r.signedComposefs ? ' (as signed)' : ''}; ${r.enforcement}\n`;
+  return { image: r.image, summary };
 }
 
 /** inspect: the image, with the signatures verified at its pull (when there are any). */
