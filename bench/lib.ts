@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, release, totalmem } from 'node:os';
+import { cpus, loadavg, release, totalmem } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 
 export type Role = 'cowshed' | 'anchor' | 'reference';
@@ -168,7 +168,7 @@ export async function writeReport(repo: string, results: BenchResult[], extra: s
     `# cowshed benchmarks, ${now.toISOString()}`,
     '',
     `commit ${gitCommit(repo)}; Node ${process.version}; kernel ${release()}; ${cpu.length} × ${cpu[0]?.model ?? 'cpu'}; ` +
-      `${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM`,
+      `${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM; load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' / ')} (1 / 5 / 15 min)`,
     '',
     'Medians over alternating runs; "cowshed / this" is cowshed\'s median over the anchor\'s (below 1 = cowshed faster). ' +
       'Absolute times drift on these shared machines; compare ratios.',

@@ -334,6 +334,46 @@ function limitsSummary(results: BenchResult[]): string[] {
   return lines;
 }
 
+/**
+ * Issue 15's goals, one row each: the figure, its anchor, the ratio and whether
+ * it is met, from this run's results (and the store-size section's target line).
+ */
+function targetsSummary(results: BenchResult[], lines: string[]): string[] {
+  const med = (bench: string, contender: string): number | undefined =>
+    results.find((r) => r.name.startsWith(bench))?.contenders.find((c) => c.name.startsWith(contender) && c.status === 'ok')?.medianMs;
+  const ms = (x: number): string => x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`;
+  const rows: string[] = [];
+  const row = (goal: string, a: [string, string], b: [string, string], max: number): void => {
+    const x = med(...a), y = med(...b);
+    if (x === undefined || y === undefined) { rows.push(`| ${goal} | not measured | | | |`); return; }
+    rows.push(`| ${goal} | ${ms(x)} | ${ms(y)} | ${(x / y).toFixed(2)} × (≤ ${max}) | ${x / y <= max ? 'met' : 'not met'} |`);
+  };
+  const commit = 'commit of a container with 1 changed file, Debian';
+  row('commit, 1 changed file, CLI vs podman commit', [commit, 'cowshed commit (CLI)'], [commit, 'podman commit'], 1);
+  row('commit on a 100k-entry image vs on Debian (in-process)',
+    ['commit of a container with 1 changed file, 100k-entry image', 'commitContainer()'], [commit, 'commitContainer()'], 1.5);
+  const upd = 'update pull of one small new layer';
+  row('update pull of one small layer vs podman pull', [upd, 'cowshed pull, Debian'], [upd, 'podman pull'], 1);
+  row('the same on a 100k-entry base vs a 7k-entry base', [upd, 'cowshed pull, 100k'], [upd, 'cowshed pull, Debian'], 1.5);
+  for (const [bench, what] of [['composefs create --digest-store of the Debian rootfs, cold', 'cold'], ['composefs create --digest-store of the Debian rootfs, warm', 'warm'],
+    ['composefs create --from-file', 'from a dump']] as const) {
+    row(`composefs create, ${what}, vs mkcomposefs 1.0.8`, [bench, 'cowshed composefs create'], [bench, 'mkcomposefs'], 1.5);
+  }
+  const imp = 'import Debian v1 from OCI layout, cold';
+  row('cold import of Debian vs podman pull oci:', [imp, 'cowshed import'], [imp, 'podman pull oci:'], 0.6);
+  row('cold import of Debian vs the single-core gunzip floor', [imp, 'cowshed import'], [imp, 'gzip -dc'], 1.3);
+  for (const [bench, what] of [['start-up: --version', '--version'], ['start-up: ps', 'ps'], ['start-up: create', 'create'], ['start-up: diff', 'diff']] as const) {
+    row(`installed \`cowshed ${what}\` vs podman's`, [bench, `cowshed ${what}`], [bench, `podman ${what}`], 1);
+  }
+  const push = 'push of a committed Debian image';
+  row('push of a commit, CLI vs podman push', [push, 'cowshed push'], [push, 'podman push'], 1);
+  const size = lines.find((l) => l.startsWith('Target: cowshed ≤ 1.1'));
+  const sizeRatio = size?.match(/: ([0-9.]+) × \(apparent\) — (met|not met)/);
+  rows.push(sizeRatio ? `| store size for ten versions vs the unique file bytes | | | ${sizeRatio[1]} × (≤ 1.1) | ${sizeRatio[2]} |` : '| store size for ten versions | not measured | | | |');
+  if (rows.every((r) => r.includes('not measured'))) return [];
+  return ['## Issue 15 targets (this run)', '', '| goal | cowshed | anchor | ratio | |', '| --- | ---: | ---: | ---: | --- |', ...rows];
+}
+
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);
   // A word that is a benchmark's whole name selects just that one ("create" is not "composefs-create").
@@ -387,6 +427,12 @@ async function main(): Promise<void> {
   if (volumeTable.length) extra.push('', ...volumeTable);
   if (deltas.table().length) extra.push('', ...deltas.table());
   for (const b of selected) if (b.table?.().length) extra.push('', ...b.table());
+  try {
+    const targets = targetsSummary(results, extra);
+    if (targets.length) extra.push('', ...targets);
+  } catch (e) {
+    extra.push('', `(targets summary failed: ${(e as Error).message})`); // never lose a long run's report to it
+  }
   extra.push('', `Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; ${RUNS} runs + ${WARMUP} warm-up per contender.`);
   const { path, body } = await writeReport(REPO, results, extra);
   process.stdout.write(body);
