@@ -155,8 +155,18 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
   // contents); other spellings ("a//b", relative) walk the components.
   const dirsByPath = new Map<string, Map<string, Slot>>();
   const links: Slot[] = [];
-  // Where the current line's 11 fields start and end in `data`; the xattrs follow.
+  // Where the current line's 11 fields start and end in `data` (the xattrs
+  // follow), and whether the line has any escape; read by the helpers below.
   const fieldAt = new Int32Array(22);
+  let escaped = false;
+  const raw = (f: number): Buffer => data.subarray(fieldAt[2 * f]!, fieldAt[2 * f + 1]!);
+  const isDashField = (f: number): boolean => fieldAt[2 * f + 1]! - fieldAt[2 * f]! === 1 && data[fieldAt[2 * f]!] === 0x2d;
+  /** A field as a binary string, unescaped; most lines have no escape and are sliced directly. */
+  const str = (s: number, e: number): string => (escaped ? text(unescape(data.subarray(s, e))) : data.toString('latin1', s, e));
+  const field = (f: number): string => str(fieldAt[2 * f]!, fieldAt[2 * f + 1]!);
+  const optional = (f: number): string | undefined => (isDashField(f) ? undefined : field(f));
+  const num = (f: number, base: 8 | 10, what: string, from = fieldAt[2 * f]!, to = fieldAt[2 * f + 1]!): number | bigint =>
+    parseUint(data, from, to, base, what);
 
   const lookupSlot = (path: string): Slot | undefined => {
     let slot: Slot | undefined = root ? { node: root, lineNo: 0, isLink: false } : undefined;
@@ -216,7 +226,8 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
     const names = [...slots.keys()].sort(compareNames);
     dir.children = new Map();
     let subdirs = 0;
-    for (const name of names) {
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i]!;
       const slot = slots.get(name)!;
       const child = slot.node;
       if (!slot.wasLink && linked.has(child)) hardlinkPrimary.set(child, { dir, name });
@@ -233,7 +244,8 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
 
   function parseLine(ls: number, le: number, no: number): void {
     // One pass over the line: field boundaries, NULs, and whether anything is escaped.
-    let nf = 0, fs = ls, escaped = false;
+    let nf = 0, fs = ls;
+    escaped = false;
     for (let i = ls; i < le; i++) {
       const c = data[i]!;
       if (c === 0x20) {
@@ -246,14 +258,6 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
     }
     let restStart = fs;
     for (; nf < 11; nf++) { fieldAt[2 * nf] = fs; fieldAt[2 * nf + 1] = le; fs = le; restStart = le; }
-    const raw = (f: number): Buffer => data.subarray(fieldAt[2 * f]!, fieldAt[2 * f + 1]!);
-    const isDashField = (f: number): boolean => fieldAt[2 * f + 1]! - fieldAt[2 * f]! === 1 && data[fieldAt[2 * f]!] === 0x2d;
-    /** A field as a binary string, unescaped; most lines have no escape and are sliced directly. */
-    const str = (s: number, e: number): string => (escaped ? text(unescape(data.subarray(s, e))) : data.toString('latin1', s, e));
-    const field = (f: number): string => str(fieldAt[2 * f]!, fieldAt[2 * f + 1]!);
-    const optional = (f: number): string | undefined => (isDashField(f) ? undefined : field(f));
-    const num = (f: number, base: 8 | 10, what: string, from = fieldAt[2 * f]!, to = fieldAt[2 * f + 1]!): number | bigint =>
-      parseUint(data, from, to, base, what);
 
     const path = field(0);
     if (path === '') throw new Error('invalid empty path');

@@ -121,9 +121,9 @@ const roundUp = (n: number, a: number): number => Math.ceil(n / a) * a;
 const invalid = (msg: string): never => { throw new CowshedError('EINVAL', escapeName(msg)); };
 
 /** One distinct xattr name in the image: its EROFS prefix index, stored suffix and bloom-filter bit, computed once. */
-interface XKey { name: string; index: number; suffix: Buffer; filterBit: number; pairs: Map<number, Pair> }
+interface XKey { name: string; index: number; suffix: string; filterBit: number; pairs: Map<string, Pair> }
 /** One distinct key/value pair: how many inodes carry it and, if shared, its offset in the shared area. */
-interface Pair { key: XKey; value: Uint8Array; count: number; offset: number; next?: Pair /* same value hash */ }
+interface Pair { key: XKey; value: string; count: number; offset: number }
 /** A directory entry; `primary` when it is the inode's own (first) name, not ".", ".." or a later hardlink. */
 interface Entry { name: string; node: WNode; primary: boolean }
 
@@ -131,9 +131,15 @@ interface Entry { name: string; node: WNode; primary: boolean }
 interface WNode {
   mode: number; uid: number; gid: number; nlink: number; rdev: number;
   mtimeSec: number; mtimeNsec: number; size: number;
-  /** Names, targets and payloads are binary strings (one char per byte); content and xattr values are bytes the caller owns, never written to. */
+  /**
+   * Names, targets, payloads and xattr values are binary strings (one char
+   * per byte): values are compared, counted and written by the engine's
+   * string code, and most are made from strings (redirects). Content is
+   * bytes the caller owns, never written to.
+   */
   target?: string; payload?: string; content?: Uint8Array; digest?: Uint8Array;
-  xattrs: Map<string, Uint8Array>;
+  /** [name, value, name, value, …] in name order: an inode has a few, kept sorted as they are set. */
+  xattrs: string[];
   entries?: Entry[]; // sorted, "." and ".." included after rewriting
   parent: WNode;
   /** The name of the entry this inode was created from (its first name, depth-first); '' for the root. */
@@ -149,7 +155,7 @@ interface WNode {
 function newWNode(mode: number, parent: WNode | undefined, name: string): WNode {
   const n: WNode = {
     mode, uid: 0, gid: 0, nlink: 1, rdev: 0, mtimeSec: 0, mtimeNsec: 0, size: 0,
-    xattrs: new Map(), parent: parent!, name,
+    xattrs: [], parent: parent!, name,
     inodeNum: 0, nid: 0, nBlocks: 0, tailSize: 0, compact: false, sortedXattrs: [], xattrSize: 0, ipad: 0, isize: 0,
   };
   if (!parent) n.parent = n;
@@ -205,6 +211,8 @@ function writeU64(img: Buffer, v: number, off: number): void {
   }
 }
 
+const binary = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+
 const isExternal = (n: WNode): boolean => typeOf(n) === S_IFREG && n.size > 0 && n.content === undefined;
 
 const VALID_TYPES = new Set([S_IFREG, S_IFDIR, S_IFLNK, S_IFBLK, S_IFCHR, S_IFSOCK, S_IFIFO]);
@@ -224,11 +232,12 @@ function copyTree(root: FsNode, layer?: LayerImage): WNode {
     }
     if (layer?.opaque.has(src)) n.rawOpaque = true;
     if (!VALID_TYPES.has(type)) invalid(`${pathOf(n)}: invalid file mode ${src.mode.toString(8)}`);
-    for (const [k, v] of src.xattrs) {
+    for (const k of src.xattrs.size === 0 ? [] : sortNames([...src.xattrs.keys()])) {
+      const v = src.xattrs.get(k)!;
       const kl = k.length; // binary string: one char per byte
       if (kl === 0 || kl > XATTR_NAME_MAX) invalid(`${pathOf(n)}: invalid xattr name length ${kl}`);
       if (v.length > XATTR_VALUE_MAX) invalid(`${pathOf(n)}: xattr ${k} value too long`);
-      n.xattrs.set(k, v);
+      n.xattrs.push(k, binary(v));
     }
     if (type === S_IFLNK) {
       const t = src.target ?? '';
@@ -260,7 +269,8 @@ function copyTree(root: FsNode, layer?: LayerImage): WNode {
     if (type === S_IFDIR) {
       const entries: Entry[] = n.entries = [];
       const names = [...(src.children?.keys() ?? [])].sort(compareNames);
-      for (const name of names) {
+      for (let i = 0; i < names.length; i++) {
+        const name = names[i]!;
         if (name.length === 0 || name.length > NAME_MAX || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
           invalid(`${pathOf(n)}: invalid file name "${name}"`);
         }
@@ -313,45 +323,38 @@ function preorder(root: WNode): WNode[] {
   return out;
 }
 
-const EMPTY = new Uint8Array(0);
-const Y = Buffer.from('y');
-const X = Buffer.from('x');
+/** The fs-verity descriptor header of trusted.overlay.metacopy: version 0, length 36, reserved, SHA-256. */
+const METACOPY_HEADER = '\x00\x24\x00\x01';
 
 /** mirrors add_overlayfs_xattrs(): escape trusted.overlay.*, add metacopy/redirect, turn whiteouts into files. */
 function addOverlayXattrs(n: WNode, version: number): void {
+  const xs = n.xattrs;
   let escape = false;
-  for (const k of n.xattrs.keys()) if (k.startsWith(OVERLAY_PREFIX)) escape = true;
+  for (let i = 0; i < xs.length; i += 2) if (xs[i]!.startsWith(OVERLAY_PREFIX)) escape = true;
   if (escape) {
     // Every trusted.overlay.* name is renamed, so no renamed name meets one left as it was.
-    const renamed = new Map<string, Uint8Array>();
-    for (const [k, v] of n.xattrs) {
-      renamed.set(k.startsWith(OVERLAY_PREFIX) ? OVERLAY_ESCAPE_PREFIX + k.slice(OVERLAY_PREFIX.length) : k, v);
+    n.xattrs = [];
+    for (let i = 0; i < xs.length; i += 2) {
+      const k = xs[i]!;
+      setXattr(n, k.startsWith(OVERLAY_PREFIX) ? OVERLAY_ESCAPE_PREFIX + k.slice(OVERLAY_PREFIX.length) : k, xs[i + 1]!);
     }
-    n.xattrs = renamed;
   }
   if (isExternal(n)) {
-    let meta = EMPTY;
-    if (n.digest) {
-      meta = new Uint8Array(36);
-      meta[1] = 36;
-      meta[3] = 1; // FS_VERITY_HASH_ALG_SHA256
-      meta.set(n.digest, 4);
-    }
-    n.xattrs.set(XATTR_METACOPY, meta);
-    if (n.payload) n.xattrs.set(XATTR_REDIRECT, Buffer.from('/' + n.payload, 'latin1'));
+    setXattr(n, XATTR_METACOPY, n.digest ? METACOPY_HEADER + binary(n.digest) : '');
+    if (n.payload) setXattr(n, XATTR_REDIRECT, '/' + n.payload);
   }
-  if (n.rawOpaque) n.xattrs.set(XATTR_OPAQUE, Y);
+  if (n.rawOpaque) setXattr(n, XATTR_OPAQUE, 'y');
   if (typeOf(n) === S_IFCHR && n.rdev === 0 && !n.rawWhiteout) {
     n.size = 0;
     n.mode = S_IFREG | (n.mode & ~S_IFMT);
-    n.xattrs.set(XATTR_ESCAPED_WHITEOUT, EMPTY);
-    n.xattrs.set(XATTR_USER_WHITEOUT, EMPTY);
+    setXattr(n, XATTR_ESCAPED_WHITEOUT, '');
+    setXattr(n, XATTR_USER_WHITEOUT, '');
     const p = n.parent;
-    p.xattrs.set(XATTR_ESCAPED_WHITEOUTS, EMPTY);
-    p.xattrs.set(XATTR_USER_WHITEOUTS, EMPTY);
+    setXattr(p, XATTR_ESCAPED_WHITEOUTS, '');
+    setXattr(p, XATTR_USER_WHITEOUTS, '');
     if (version >= 1) {
-      p.xattrs.set(XATTR_ESCAPED_OPAQUE, X);
-      p.xattrs.set(XATTR_USER_OPAQUE, X);
+      setXattr(p, XATTR_ESCAPED_OPAQUE, 'x');
+      setXattr(p, XATTR_USER_OPAQUE, 'x');
     }
   }
 }
@@ -363,18 +366,40 @@ function insertSorted(entries: Entry[], e: Entry): void {
   entries.splice(i, 0, e);
 }
 
+/** Set an xattr, keeping the list in name order (binary strings: string order is byte order). */
+function setXattr(n: WNode, name: string, value: string): void {
+  const xs = n.xattrs;
+  let i = 0;
+  for (; i < xs.length; i += 2) {
+    if (xs[i] === name) { xs[i + 1] = value; return; }
+    if (xs[i]! > name) break;
+  }
+  xs.splice(i, 0, name, value);
+}
+function getXattr(n: WNode, name: string): string | undefined {
+  const xs = n.xattrs;
+  for (let i = 0; i < xs.length; i += 2) if (xs[i] === name) return xs[i + 1];
+  return undefined;
+}
+
+/** Sort binary strings (byte order): an inode mostly has a few xattrs, which insertion sort orders fastest. */
+function sortNames(a: string[]): string[] {
+  if (a.length > 16) return a.sort(compareNames);
+  for (let i = 1; i < a.length; i++) {
+    const v = a[i]!;
+    let j = i - 1;
+    for (; j >= 0 && a[j]! > v; j--) a[j + 1] = a[j]!;
+    a[j + 1] = v;
+  }
+  return a;
+}
+
 const xattrEntrySize = (p: Pair): number => roundUp(XATTR_ENTRY_SIZE + p.key.suffix.length + p.value.length, 4);
 
-const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-};
-
 /**
- * The image's distinct xattr keys and key/value pairs. Pairs are found by a
- * hash of the value within their key (no per-xattr string building), and
- * each key's prefix split and bloom-filter bit are computed once.
+ * The image's distinct xattr keys and key/value pairs: pairs are found by
+ * value within their key, and each key's prefix split and bloom-filter bit
+ * are computed once.
  */
 class XattrTable {
   keys = new Map<string, XKey>();
@@ -385,22 +410,21 @@ class XattrTable {
     if (!k) {
       const [index, suffix] = xattrIndex(Buffer.from(name, 'latin1'));
       const filterBit = 1 << (xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & 31);
-      this.keys.set(name, (k = { name, index, suffix, filterBit, pairs: new Map() }));
+      this.keys.set(name, (k = { name, index, suffix: suffix.toString('latin1'), filterBit, pairs: new Map() }));
     }
     return k;
   }
 
   /** The pair for this key and value, counted once more. */
-  add(name: string, value: Uint8Array): Pair {
+  add(name: string, value: string): Pair {
     const key = this.key(name);
-    const h = xxh32(value, 0) & 0x3fffffff; // a small integer: a fast Map key
-    const first = key.pairs.get(h);
-    for (let p = first; p; p = p.next) {
-      if (sameBytes(p.value, value)) { p.count++; return p; }
+    let p = key.pairs.get(value);
+    if (p) {
+      p.count++;
+    } else {
+      key.pairs.set(value, (p = { key, value, count: 1, offset: -1 }));
+      this.pairs.push(p);
     }
-    const p: Pair = { key, value, count: 1, offset: -1, next: first };
-    key.pairs.set(h, p);
-    this.pairs.push(p);
     return p;
   }
 }
@@ -408,7 +432,9 @@ class XattrTable {
 /** mirrors compute_erofs_dir_size(): full blocks of dirents, and a tail of at most half a block. */
 function dirSize(n: WNode): void {
   let blocks = 0, blockSize = 0;
-  for (const e of n.entries!) {
+  const entries = n.entries!;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
     const len = DIRENT_SIZE + e.name.length;
     if (blockSize + len > BLKSIZ) { blocks++; blockSize = 0; }
     blockSize += len;
@@ -476,22 +502,23 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   if (version < 1 && maxVersion >= 1 && inodes.some((n) => typeOf(n) === S_IFCHR && n.rdev === 0 && !n.rawWhiteout)) version = 1;
 
   // rewrite_tree_for_erofs()
-  for (const n of inodes) {
+  for (let i = 0; i < inodes.length; i++) {
+    const n = inodes[i]!;
     addOverlayXattrs(n, version);
     if (n.entries) {
       insertSorted(n.entries, { name: '.', node: n, primary: false });
       insertSorted(n.entries, { name: '..', node: n.parent, primary: false });
     }
   }
-  if (!layer) root.xattrs.set(XATTR_OPAQUE, Y);
-  const selinux = root.xattrs.get('security.selinux');
+  if (!layer) setXattr(root, XATTR_OPAQUE, 'y');
+  const selinux = getXattr(root, 'security.selinux');
   const rootNames = new Set(root.entries!.map((e) => e.name));
   for (let i = 0; i < (layer ? 0 : 256); i++) {
     const name = i.toString(16).padStart(2, '0');
     if (rootNames.has(name)) continue;
     const w = newWNode(S_IFCHR | 0o644, root, name);
     w.uid = root.uid; w.gid = root.gid; w.mtimeSec = root.mtimeSec; w.mtimeNsec = root.mtimeNsec;
-    if (selinux) w.xattrs.set('security.selinux', selinux);
+    if (selinux) setXattr(w, 'security.selinux', selinux);
     insertSorted(root.entries!, { name, node: w, primary: true });
   }
 
@@ -504,17 +531,18 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
     n.inodeNum = i;
     if (n.entries) {
       let links = 2;
-      for (const e of n.entries) {
+      for (let j = 0; j < n.entries.length; j++) {
+        const e = n.entries[j]!;
         if (e.name === '.' || e.name === '..') continue;
         if (typeOf(e.node) === S_IFDIR) links++;
         if (e.primary) order.push(e.node);
       }
       n.nlink = links;
     }
-    if (n.xattrs.size > 0) {
-      const keys = [...n.xattrs.keys()];
-      if (keys.length > 1) keys.sort(compareNames); // binary strings: string order is byte order
-      n.sortedXattrs = keys.map((k) => table.add(k, n.xattrs.get(k)!));
+    const xs = n.xattrs;
+    if (xs.length > 0) {
+      const pairs: Pair[] = n.sortedXattrs = [];
+      for (let j = 0; j < xs.length; j += 2) pairs.push(table.add(xs[j]!, xs[j + 1]!));
     }
     if (n.mtimeSec < minSec || (n.mtimeSec === minSec && n.mtimeNsec < minNsec)) {
       minSec = n.mtimeSec;
@@ -528,7 +556,7 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   const shared = table.pairs.filter((p) => p.count > 1).sort((a, b) => {
     if (a.key !== b.key) return a.key.name < b.key.name ? 1 : -1;
     if (a.value.length !== b.value.length) return b.value.length - a.value.length;
-    return Buffer.compare(b.value, a.value);
+    return a.value < b.value ? 1 : -1; // binary strings: string order is byte order
   });
   let sharedSize = 0;
   for (const p of shared) {
@@ -542,7 +570,8 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   // compute_erofs_inodes(): sizes, compact or extended, positions and nids.
   let pos = EROFS_SUPER_OFFSET + EROFS_SUPER_SIZE;
   let nDataBlocks = 0;
-  for (const n of order) {
+  for (let i = 0; i < order.length; i++) {
+    const n = order[i]!;
     const type = typeOf(n);
     n.nBlocks = 0;
     n.tailSize = 0;
@@ -562,7 +591,8 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       n.nlink <= 0xffff && n.uid <= 0xffff && n.gid <= 0xffff && size <= 0xffffffff;
     const inodeSize = n.compact ? COMPACT_INODE_SIZE : EXTENDED_INODE_SIZE;
     let nShared = 0, unsharedSize = 0;
-    for (const p of n.sortedXattrs) {
+    for (let j = 0; j < n.sortedXattrs.length; j++) {
+        const p = n.sortedXattrs[j]!;
       if (isSharedRef(p, nShared)) nShared++;
       else unsharedSize += xattrEntrySize(p);
     }
@@ -613,14 +643,13 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
     img.writeUInt8(index, off + 1);
     img.writeUInt16LE(p.value.length, off + 2);
     off += 4;
-    img.set(suffix, off);
-    off += suffix.length;
-    img.set(p.value, off);
-    off += p.value.length;
+    off += img.write(suffix, off, 'latin1');
+    off += img.write(p.value, off, 'latin1');
     off = roundUp(off, 4);
   };
 
-  for (const n of order) {
+  for (let i = 0; i < order.length; i++) {
+    const n = order[i]!;
     off += n.ipad;
     const type = typeOf(n);
     let layout = n.tailSize > 0 ? LAYOUT_FLAT_INLINE : LAYOUT_FLAT_PLAIN;
@@ -673,7 +702,8 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       const start = off;
       let filter = 0;
       let nShared = 0;
-      for (const p of n.sortedXattrs) {
+      for (let j = 0; j < n.sortedXattrs.length; j++) {
+        const p = n.sortedXattrs[j]!;
         filter |= p.key.filterBit;
         if (isSharedRef(p, nShared)) nShared++;
       }
@@ -681,14 +711,16 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       img.writeUInt8(nShared, off + 4);
       off += XATTR_IBODY_HEADER_SIZE;
       let refs = 0;
-      for (const p of n.sortedXattrs) {
+      for (let j = 0; j < n.sortedXattrs.length; j++) {
+        const p = n.sortedXattrs[j]!;
         if (!isSharedRef(p, refs)) continue;
         refs++;
         img.writeUInt32LE(((inodesEnd % BLKSIZ) + p.offset) / 4, off);
         off += 4;
       }
       refs = 0;
-      for (const p of n.sortedXattrs) {
+      for (let j = 0; j < n.sortedXattrs.length; j++) {
+        const p = n.sortedXattrs[j]!;
         if (isSharedRef(p, refs)) refs++;
         else writeXattr(p);
       }
@@ -715,7 +747,8 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   if (off !== dataStart) throw new Error('composefs writer: shared xattr size mismatch');
 
   // write_erofs_data_blocks(): directory blocks and non-inlined content, in inode order.
-  for (const n of order) {
+  for (let i = 0; i < order.length; i++) {
+    const n = order[i]!;
     const type = typeOf(n);
     if (type === S_IFDIR) off = writeDirents(img, off, n, true, false);
     if (n.nBlocks === 0) continue;
