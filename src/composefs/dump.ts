@@ -90,12 +90,12 @@ function copyBytes(b: Uint8Array): Uint8Array {
   return out;
 }
 
-/** A 64-digit hex field as 32 bytes, or undefined if it is not one. */
-function hexDigest(b: Uint8Array): Uint8Array | undefined {
-  if (b.length !== 64) return undefined;
+/** A 64-digit hex field (bytes s..e of b) as 32 bytes, or undefined if it is not one. */
+function hexDigest(b: Uint8Array, s = 0, e = b.length): Uint8Array | undefined {
+  if (e - s !== 64) return undefined;
   const out = new Uint8Array(32);
   for (let i = 0; i < 32; i++) {
-    const hi = hexValue(b[2 * i]!), lo = hexValue(b[2 * i + 1]!);
+    const hi = hexValue(b[s + 2 * i]!), lo = hexValue(b[s + 2 * i + 1]!);
     if (hi < 0 || lo < 0) return undefined;
     out[i] = (hi << 4) | lo;
   }
@@ -334,7 +334,8 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
     if (content !== undefined && Number(size) !== content.length) {
       throw new Error(`invalid content size ${content.length}, must match size ${size}`);
     }
-    const digestField = isDashField(10) ? undefined : unescape(raw(10));
+    // Most lines have no escape: the digest is then read in place.
+    const digestField = isDashField(10) || !escaped ? undefined : unescape(raw(10));
 
     node.nlink = low32(nlink);
     node.uid = low32(uid);
@@ -377,9 +378,9 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
         }
       }
     }
-    if (digestField !== undefined && type === S_IFREG) {
-      const digest = hexDigest(digestField);
-      if (!digest) throw new Error(`invalid digest ${JSON.stringify(digestField.toString('latin1'))}`);
+    if (!isDashField(10) && type === S_IFREG) {
+      const digest = digestField ? hexDigest(digestField) : hexDigest(data, fieldAt[20]!, fieldAt[21]!);
+      if (!digest) throw new Error(`invalid digest ${JSON.stringify(digestField?.toString('latin1') ?? field(10))}`);
       node.digest = digest;
     }
 

@@ -211,7 +211,9 @@ function writeU64(img: Buffer, v: number, off: number): void {
   }
 }
 
-const binary = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+/** Bytes as a binary string; short ones (digests, most values) without a Buffer wrapper. */
+const binary = (b: Uint8Array): string =>
+  b.length <= 1024 ? String.fromCharCode.apply(null, b as unknown as number[]) : Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
 
 const isExternal = (n: WNode): boolean => typeOf(n) === S_IFREG && n.size > 0 && n.content === undefined;
 
@@ -735,7 +737,7 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
         img.set(n.content.subarray(n.size - n.tailSize), off);
         off += n.tailSize;
       } else {
-        img.fill(0xff, off, off + nChunks * 4);
+        for (let k = 0; k < nChunks * 4; k++) img[off + k] = 0xff; // null chunk addresses: usually one
         off += nChunks * 4;
       }
     }
