@@ -49,19 +49,63 @@ function unescape(s: Buffer): Buffer {
   return out.subarray(0, o);
 }
 
-const isDash = (f: Buffer): boolean => f.length === 1 && f[0] === 0x2d;
-const unescapeOptional = (f: Buffer): Buffer | undefined => (isDash(f) ? undefined : unescape(f));
 
 /** Paths, link targets and xattr names are bytes, kept as binary strings (util/names.ts). */
 const text = (b: Buffer): string => b.toString('latin1');
 
-function parseUint(f: Buffer, base: 8 | 10, what: string): bigint {
+function parseUintBig(f: Buffer, base: 8 | 10, what: string): bigint {
   const s = f.toString('latin1');
   const re = base === 8 ? /^[0-7]+$/ : /^[0-9]+$/;
   if (!re.test(s)) throw new Error(`invalid ${what} ${JSON.stringify(s)}`);
   const v = base === 8 ? BigInt('0o' + s) : BigInt(s);
   if (v > 0xffffffffffffffffn) throw new Error(`${what} out of range`);
   return v;
+}
+
+/**
+ * An unsigned number field: a Number while it is surely exact (15 digits),
+ * else a BigInt; anything unusual (a bad digit, an empty field) takes the
+ * BigInt path, which gives the error.
+ */
+function parseUint(data: Buffer, s: number, e: number, base: 8 | 10, what: string): number | bigint {
+  if (e > s && e - s <= 15) {
+    let v = 0;
+    let i = s;
+    for (; i < e; i++) {
+      const d = data[i]! - 0x30;
+      if (d < 0 || d >= base) break;
+      v = v * base + d;
+    }
+    if (i === e) return v;
+  }
+  return parseUintBig(data.subarray(s, e), base, what);
+}
+const low32 = (v: number | bigint): number => (typeof v === 'number' ? v % 2 ** 32 : Number(v & 0xffffffffn));
+const int64 = (v: number | bigint): number => (typeof v === 'number' ? v : Number(BigInt.asIntN(64, v)));
+
+/** Bytes copied out of the dump (the node must not keep the whole input alive). */
+function copyBytes(b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(b.length);
+  for (let i = 0; i < b.length; i++) out[i] = b[i]!;
+  return out;
+}
+
+/** A 64-digit hex field (bytes s..e of b) as 32 bytes, or undefined if it is not one. */
+function hexDigest(b: Uint8Array, s = 0, e = b.length): Uint8Array | undefined {
+  if (e - s !== 64) return undefined;
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) {
+    const hi = hexValue(b[s + 2 * i]!), lo = hexValue(b[s + 2 * i + 1]!);
+    if (hi < 0 || lo < 0) return undefined;
+    out[i] = (hi << 4) | lo;
+  }
+  return out;
+}
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10;
+  if (c >= 0x41 && c <= 0x46) return c - 0x41 + 10;
+  return -1;
 }
 
 const validType = (mode: number): boolean =>
@@ -106,7 +150,23 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
   let root: FsNode | undefined;
   // Every entry by the slots of its parent directory: link entries are placeholders until resolved.
   const dirSlots = new Map<FsNode, Map<string, Slot>>();
+  // The same directories by their path as the dump spells it: an entry's
+  // parent is then one lookup (a dump lists a directory before its
+  // contents); other spellings ("a//b", relative) walk the components.
+  const dirsByPath = new Map<string, Map<string, Slot>>();
   const links: Slot[] = [];
+  // Where the current line's 11 fields start and end in `data` (the xattrs
+  // follow), and whether the line has any escape; read by the helpers below.
+  const fieldAt = new Int32Array(22);
+  let escaped = false;
+  const raw = (f: number): Buffer => data.subarray(fieldAt[2 * f]!, fieldAt[2 * f + 1]!);
+  const isDashField = (f: number): boolean => fieldAt[2 * f + 1]! - fieldAt[2 * f]! === 1 && data[fieldAt[2 * f]!] === 0x2d;
+  /** A field as a binary string, unescaped; most lines have no escape and are sliced directly. */
+  const str = (s: number, e: number): string => (escaped ? text(unescape(data.subarray(s, e))) : data.toString('latin1', s, e));
+  const field = (f: number): string => str(fieldAt[2 * f]!, fieldAt[2 * f + 1]!);
+  const optional = (f: number): string | undefined => (isDashField(f) ? undefined : field(f));
+  const num = (f: number, base: 8 | 10, what: string, from = fieldAt[2 * f]!, to = fieldAt[2 * f + 1]!): number | bigint =>
+    parseUint(data, from, to, base, what);
 
   const lookupSlot = (path: string): Slot | undefined => {
     let slot: Slot | undefined = root ? { node: root, lineNo: 0, isLink: false } : undefined;
@@ -126,10 +186,10 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
       if (!lenient) throw new DumpError(lineNo, 'missing trailing newline');
       end = data.length;
     }
-    const line = data.subarray(start, end);
+    const lineStart = start;
     start = end + 1;
     try {
-      parseLine(line, lineNo);
+      parseLine(lineStart, end, lineNo);
     } catch (e) {
       if (e instanceof CowshedError) throw e;
       throw new DumpError(lineNo, (e as Error).message);
@@ -166,7 +226,8 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
     const names = [...slots.keys()].sort(compareNames);
     dir.children = new Map();
     let subdirs = 0;
-    for (const name of names) {
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i]!;
       const slot = slots.get(name)!;
       const child = slot.node;
       if (!slot.wasLink && linked.has(child)) hardlinkPrimary.set(child, { dir, name });
@@ -181,30 +242,31 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
   build(root);
   return root;
 
-  function parseLine(line: Buffer, no: number): void {
-    if (line.indexOf(0) >= 0) throw new Error(`embedded NUL at position ${line.indexOf(0)}`);
-    const fields: Buffer[] = [];
-    let rest = line;
-    for (let i = 0; i < 11; i++) {
-      const sp = rest.indexOf(0x20);
-      if (sp < 0) {
-        fields.push(rest);
-        rest = Buffer.alloc(0);
-      } else {
-        fields.push(rest.subarray(0, sp));
-        rest = rest.subarray(sp + 1);
+  function parseLine(ls: number, le: number, no: number): void {
+    // One pass over the line: field boundaries, NULs, and whether anything is escaped.
+    let nf = 0, fs = ls;
+    escaped = false;
+    for (let i = ls; i < le; i++) {
+      const c = data[i]!;
+      if (c === 0x20) {
+        if (nf < 11) { fieldAt[2 * nf] = fs; fieldAt[2 * nf + 1] = i; nf++; fs = i + 1; }
+      } else if (c === 0) {
+        throw new Error(`embedded NUL at position ${i - ls}`);
+      } else if (c === 0x5c) {
+        escaped = true;
       }
     }
-    const [fPath, fSize, fMode0, fNlink, fUid, fGid, fRdev, fMtime, fPayload, fContent, fDigest] = fields as [
-      Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer];
-    const path = text(unescape(fPath));
+    let restStart = fs;
+    for (; nf < 11; nf++) { fieldAt[2 * nf] = fs; fieldAt[2 * nf + 1] = le; fs = le; restStart = le; }
+
+    const path = field(0);
     if (path === '') throw new Error('invalid empty path');
-    let fMode = fMode0;
-    const isLink = fMode.length > 0 && fMode[0] === 0x40;
-    if (isLink) fMode = fMode.subarray(1);
-    const modeBig = parseUint(fMode, 8, 'mode');
-    if (modeBig > 0xffffffffn) throw new Error('mode out of range');
-    const mode = Number(modeBig);
+    let modeStart = fieldAt[4]!;
+    const isLink = modeStart < fieldAt[5]! && data[modeStart] === 0x40;
+    if (isLink) modeStart++;
+    const modeNum = num(2, 8, 'mode', modeStart);
+    if (modeNum > 0xffffffff) throw new Error('mode out of range');
+    const mode = Number(modeNum);
     if (!validType(mode)) throw new Error(`invalid mode ${mode.toString(8)}`);
     const type = mode & S_IFMT;
     const node = newNode(mode);
@@ -216,19 +278,27 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
       if (root) throw new Error("can't have multiple roots");
       if (isLink) throw new Error('root cannot be a hardlink');
       root = node;
-      dirSlots.set(node, new Map());
     } else {
-      if (!root) throw new Error('root node not present');
-      const parts = splitComponents(path);
-      const name = path.endsWith('/') ? '' : (parts.pop() ?? '');
-      let parent: Slot = { node: root, lineNo: 0, isLink: false };
-      for (const p of parts) {
-        const next = dirSlots.get(parent.node)?.get(p);
-        if (!next) throw new Error(`parent directory missing for ${escapeName(path)}`);
-        parent = next;
+      let siblings: Map<string, Slot> | undefined;
+      let name = '';
+      const slash = path.lastIndexOf('/');
+      if (slash >= 0 && slash < path.length - 1 && path.charCodeAt(0) === 0x2f && !path.includes('//')) {
+        siblings = dirsByPath.get(slash === 0 ? '/' : path.slice(0, slash));
+        name = path.slice(slash + 1);
       }
-      const siblings = dirSlots.get(parent.node);
-      if (!siblings || parent.isLink) throw new Error(`parent must be a directory for ${escapeName(path)}`);
+      if (!siblings) {
+        if (!root) throw new Error('root node not present');
+        const parts = splitComponents(path);
+        name = path.endsWith('/') ? '' : (parts.pop() ?? '');
+        let parent: Slot = { node: root, lineNo: 0, isLink: false };
+        for (const p of parts) {
+          const next = dirSlots.get(parent.node)?.get(p);
+          if (!next) throw new Error(`parent directory missing for ${escapeName(path)}`);
+          parent = next;
+        }
+        siblings = dirSlots.get(parent.node);
+        if (!siblings || parent.isLink) throw new Error(`parent must be a directory for ${escapeName(path)}`);
+      }
       if (name === '.' || name === '..') throw new Error(`invalid . or .. in path: ${escapeName(path)}`);
       if (name === '') throw new Error(`invalid empty name in path: ${escapeName(path)}`);
       if (name.length > NAME_MAX) throw new Error(`name too long in path: ${escapeName(path)}`);
@@ -238,58 +308,64 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
 
     if (isLink) {
       if (type === S_IFDIR) throw new Error("directories can't be hardlinked");
-      const target = unescapeOptional(fPayload);
-      if (target !== undefined) slot.linkTarget = text(target);
+      const target = optional(8);
+      if (target !== undefined) slot.linkTarget = target;
       links.push(slot);
       return;
     }
-    if (type === S_IFDIR) dirSlots.set(node, new Map());
+    if (type === S_IFDIR) {
+      const slots = new Map<string, Slot>();
+      dirSlots.set(node, slots);
+      dirsByPath.set(path, slots);
+    }
 
-    const size = parseUint(fSize, 10, 'size');
-    const nlink = parseUint(fNlink, 10, 'nlink');
-    const uid = parseUint(fUid, 10, 'uid');
-    const gid = parseUint(fGid, 10, 'gid');
-    const rdev = parseUint(fRdev, 10, 'rdev');
-    const dot = fMtime.indexOf(0x2e);
-    if (dot < 0) throw new Error('invalid mtime (want SECONDS.NANOSECONDS)');
-    const mtimeSec = parseUint(fMtime.subarray(0, dot), 10, 'mtime');
-    const mtimeNsec = parseUint(fMtime.subarray(dot + 1), 10, 'mtime nanoseconds');
-    const payload = unescapeOptional(fPayload);
-    const content = unescapeOptional(fContent);
-    if (content !== undefined && BigInt(content.length) !== size) {
+    const size = num(1, 10, 'size');
+    const nlink = num(3, 10, 'nlink');
+    const uid = num(4, 10, 'uid');
+    const gid = num(5, 10, 'gid');
+    const rdev = num(6, 10, 'rdev');
+    let dot = fieldAt[14]!;
+    while (dot < fieldAt[15]! && data[dot] !== 0x2e) dot++;
+    if (dot === fieldAt[15]!) throw new Error('invalid mtime (want SECONDS.NANOSECONDS)');
+    const mtimeSec = num(7, 10, 'mtime', fieldAt[14]!, dot);
+    const mtimeNsec = num(7, 10, 'mtime nanoseconds', dot + 1);
+    const payload = optional(8);
+    const content = isDashField(9) ? undefined : unescape(raw(9));
+    if (content !== undefined && Number(size) !== content.length) {
       throw new Error(`invalid content size ${content.length}, must match size ${size}`);
     }
-    const digestField = unescapeOptional(fDigest);
+    // Most lines have no escape: the digest is then read in place.
+    const digestField = isDashField(10) || !escaped ? undefined : unescape(raw(10));
 
-    node.nlink = Number(nlink & 0xffffffffn);
-    node.uid = Number(uid & 0xffffffffn);
-    node.gid = Number(gid & 0xffffffffn);
-    node.mtimeSec = Number(BigInt.asIntN(64, mtimeSec));
-    node.mtimeNsec = Number(mtimeNsec & 0xffffffffn);
+    node.nlink = low32(nlink);
+    node.uid = low32(uid);
+    node.gid = low32(gid);
+    node.mtimeSec = int64(mtimeSec);
+    node.mtimeNsec = low32(mtimeNsec);
     if (type === S_IFCHR || type === S_IFBLK) {
-      if (rdev > 0xffffffffn) throw new Error('rdev out of range');
+      if (rdev > 0xffffffff) throw new Error('rdev out of range');
       node.rdev = Number(rdev);
-    } else if (!lenient && rdev !== 0n) {
+    } else if (!lenient && Number(rdev) !== 0) {
       throw new Error('non-zero devnum on non-device');
     }
     if (type === S_IFLNK) {
       if (payload === undefined || payload.length === 0) throw new Error('invalid symlink: empty target');
       if (payload.length >= PATH_MAX) throw new Error(`symlink target too long (${payload.length} bytes)`);
       if (!lenient) {
-        if (BigInt(payload.length) !== size) {
+        if (Number(size) !== payload.length) {
           throw new Error(`invalid symlink size ${size}, must match target length ${payload.length}`);
         }
         if (content !== undefined && content.length > 0) throw new Error('symlink cannot have content');
       }
-      node.target = text(payload);
+      node.target = payload;
     } else {
       if (payload !== undefined) {
         if (payload.length >= PATH_MAX) throw new Error(`payload too long (${payload.length} bytes)`);
         // Only regular files use a payload (the backing file path).
-        if (type === S_IFREG) node.payload = text(payload);
+        if (type === S_IFREG) node.payload = payload;
       }
       if (type === S_IFREG) {
-        if (size > BigInt(Number.MAX_SAFE_INTEGER) + 1n) throw new Error(`file size ${size} too large`);
+        if (size > Number.MAX_SAFE_INTEGER + 1) throw new Error(`file size ${size} too large`);
         node.size = Number(size);
       }
       if (content !== undefined) {
@@ -302,23 +378,25 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
         }
       }
     }
-    if (digestField !== undefined && type === S_IFREG) {
-      const hex = digestField.toString('latin1');
-      if (!/^[0-9a-fA-F]{64}$/.test(hex)) throw new Error(`invalid digest ${JSON.stringify(hex)}`);
-      node.digest = new Uint8Array(Buffer.from(hex, 'hex'));
+    if (!isDashField(10) && type === S_IFREG) {
+      const digest = digestField ? hexDigest(digestField) : hexDigest(data, fieldAt[20]!, fieldAt[21]!);
+      if (!digest) throw new Error(`invalid digest ${JSON.stringify(digestField?.toString('latin1') ?? field(10))}`);
+      node.digest = digest;
     }
 
-    if (rest.length > 0xffff) throw new Error('too many xattrs');
+    if (le - restStart > 0xffff) throw new Error('too many xattrs');
     const budget: XattrBudget = { size: 0 };
-    while (rest.length > 0) {
-      const sp = rest.indexOf(0x20);
-      const item = sp < 0 ? rest : rest.subarray(0, sp);
-      rest = sp < 0 ? Buffer.alloc(0) : rest.subarray(sp + 1);
-      const eq = item.indexOf(0x3d);
-      if (eq < 0) throw new Error('missing = in xattr');
-      const key = text(unescape(item.subarray(0, eq)));
-      const value = unescape(item.subarray(eq + 1));
-      setXattrChecked(node, budget, key, new Uint8Array(value));
+    let p = restStart;
+    while (p < le) {
+      let sp = p;
+      while (sp < le && data[sp] !== 0x20) sp++;
+      let eq = p;
+      while (eq < sp && data[eq] !== 0x3d) eq++;
+      if (eq === sp) throw new Error('missing = in xattr');
+      const key = str(p, eq);
+      const value = escaped ? new Uint8Array(unescape(data.subarray(eq + 1, sp))) : copyBytes(data.subarray(eq + 1, sp));
+      setXattrChecked(node, budget, key, value);
+      p = sp + 1;
     }
   }
 }

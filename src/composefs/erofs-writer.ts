@@ -116,39 +116,60 @@ export function xattrIndex(key: Buffer): [number, Buffer] {
   return [0, key];
 }
 
-// The same few keys recur on thousands of inodes: split each once per image.
-const splitCache = new WeakMap<Buffer, [number, Buffer]>();
-function cachedIndex(x: { key: Buffer }): [number, Buffer] {
-  let r = splitCache.get(x.key);
-  if (!r) splitCache.set(x.key, (r = xattrIndex(x.key)));
-  return r;
-}
-
 const roundUp = (n: number, a: number): number => Math.ceil(n / a) * a;
 /** Messages name paths, which are bytes: escaped so the error stays one readable line. */
 const invalid = (msg: string): never => { throw new CowshedError('EINVAL', escapeName(msg)); };
 
-interface Xattr { name: string; key: Buffer; value: Buffer; shared: number /* offset in shared area, -1 if inline */; id?: string }
-interface Entry { name: Buffer; node: WNode }
+/** One distinct xattr name in the image: its EROFS prefix index, stored suffix and bloom-filter bit, computed once. */
+interface XKey { name: string; index: number; suffix: string; filterBit: number; pairs: Map<string, Pair> }
+/** One distinct key/value pair: how many inodes carry it and, if shared, its offset in the shared area. */
+interface Pair { key: XKey; value: string; count: number; offset: number }
+/** A directory entry; `primary` when it is the inode's own (first) name, not ".", ".." or a later hardlink. */
+interface Entry { name: string; node: WNode; primary: boolean }
 
 /** A writer-private inode: a mutable copy of an FsNode (the caller's tree is never changed). */
 interface WNode {
   mode: number; uid: number; gid: number; nlink: number; rdev: number;
   mtimeSec: number; mtimeNsec: number; size: number;
-  target?: Buffer; payload?: string; content?: Buffer; digest?: Uint8Array;
-  xattrs: Map<string, Buffer>;
+  /**
+   * Names, targets, payloads and xattr values are binary strings (one char
+   * per byte): values are compared, counted and written by the engine's
+   * string code, and most are made from strings (redirects). Content is
+   * bytes the caller owns, never written to.
+   */
+  target?: string; payload?: string; content?: Uint8Array; digest?: Uint8Array;
+  /** [name, value, name, value, …] in name order: an inode has a few, kept sorted as they are set. */
+  xattrs: string[];
   entries?: Entry[]; // sorted, "." and ".." included after rewriting
   parent: WNode;
-  /** The name of the entry this inode was created from (its first name, depth-first). */
-  name: Buffer;
+  /** The name of the entry this inode was created from (its first name, depth-first); '' for the root. */
+  name: string;
   /** Layer images (stacks): an overlay whiteout or opaque directory, written as overlayfs reads it, not escaped. */
   rawWhiteout?: boolean;
   rawOpaque?: boolean;
-  path: string;
   // layout
   inodeNum: number; nid: number; nBlocks: number; tailSize: number; compact: boolean;
-  sortedXattrs: Xattr[]; xattrSize: number; ipad: number; isize: number;
+  sortedXattrs: Pair[]; xattrSize: number; ipad: number; isize: number;
 }
+
+function newWNode(mode: number, parent: WNode | undefined, name: string): WNode {
+  const n: WNode = {
+    mode, uid: 0, gid: 0, nlink: 1, rdev: 0, mtimeSec: 0, mtimeNsec: 0, size: 0,
+    xattrs: [], parent: parent!, name,
+    inodeNum: 0, nid: 0, nBlocks: 0, tailSize: 0, compact: false, sortedXattrs: [], xattrSize: 0, ipad: 0, isize: 0,
+  };
+  if (!parent) n.parent = n;
+  return n;
+}
+
+/** An inode's path, for error messages only (built on demand from its first name). */
+function pathOf(n: WNode): string {
+  if (n.parent === n) return '/';
+  const parts: string[] = [];
+  for (let c = n; c.parent !== c; c = c.parent) parts.push(c.name);
+  return '/' + parts.reverse().join('/');
+}
+const childPath = (dir: WNode, name: string): string => `${dir.parent === dir ? '' : pathOf(dir)}/${name}`;
 
 const typeOf = (n: { mode: number }): number => n.mode & S_IFMT;
 
@@ -165,179 +186,257 @@ function fileType(n: WNode): number {
   }
 }
 
+/** Number of significant bits of a non-negative safe integer. */
+const bitLength = (x: number): number => (x < 2 ** 32 ? 32 - Math.clz32(x) : 64 - Math.clz32(Math.floor(x / 2 ** 32)));
+
 /** Chunk size bits for an external file: as few chunks as possible, at least one block. */
 export function chunkBits(size: number): number {
-  let bits = size > 1 ? (size - 1).toString(2).length : 0;
+  let bits = size > 1 ? bitLength(size - 1) : 0;
   if (bits < BLKSIZ_BITS) bits = BLKSIZ_BITS;
   if (bits - BLKSIZ_BITS > CHUNK_FORMAT_BLKBITS_MASK) bits = CHUNK_FORMAT_BLKBITS_MASK + BLKSIZ_BITS;
   return bits;
 }
+/** Dividing by a power of two is exact in floating point, so this is ceil(size / chunk size) for any safe size. */
 export function chunkCount(size: number): number {
-  const bits = BigInt(chunkBits(size));
-  return Number((BigInt(size) + (1n << bits) - 1n) >> bits);
+  return Math.ceil(size / 2 ** chunkBits(size));
 }
 
+/** A 64-bit little-endian field from a safe integer (two's complement when negative, as BigInt.asUintN(64) gives). */
+function writeU64(img: Buffer, v: number, off: number): void {
+  if (v >= 0) {
+    img.writeUInt32LE(v % 2 ** 32, off);
+    img.writeUInt32LE(Math.floor(v / 2 ** 32), off + 4);
+  } else {
+    img.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), off);
+  }
+}
+
+/** Bytes as a binary string; short ones (digests, most values) without a Buffer wrapper. */
+const binary = (b: Uint8Array): string =>
+  b.length <= 1024 ? String.fromCharCode.apply(null, b as unknown as number[]) : Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+
 const isExternal = (n: WNode): boolean => typeOf(n) === S_IFREG && n.size > 0 && n.content === undefined;
+
+const VALID_TYPES = new Set([S_IFREG, S_IFDIR, S_IFLNK, S_IFBLK, S_IFCHR, S_IFSOCK, S_IFIFO]);
 
 /** Copy the caller's tree: hardlinks become extra entries pointing at the first name's inode (depth-first order). */
 function copyTree(root: FsNode, layer?: LayerImage): WNode {
   const copies = new Map<FsNode, WNode>();
-  const copy = (src: FsNode, parent: WNode | undefined, path: string): WNode => {
+  const copy = (src: FsNode, parent: WNode | undefined, name: string): WNode => {
     const type = typeOf(src);
-    const n: WNode = {
-      mode: src.mode, uid: src.uid, gid: src.gid, nlink: src.nlink, rdev: type === S_IFCHR || type === S_IFBLK ? src.rdev : 0,
-      mtimeSec: src.mtimeSec, mtimeNsec: src.mtimeNsec, size: 0,
-      xattrs: new Map(), parent: parent!, name: Buffer.from(path.slice(path.lastIndexOf('/') + 1), 'latin1'), path,
-      inodeNum: 0, nid: 0, nBlocks: 0, tailSize: 0, compact: false, sortedXattrs: [], xattrSize: 0, ipad: 0, isize: 0,
-    };
-    if (!parent) n.parent = n;
+    const n = newWNode(src.mode, parent, name);
+    n.uid = src.uid; n.gid = src.gid; n.nlink = src.nlink;
+    n.rdev = type === S_IFCHR || type === S_IFBLK ? src.rdev : 0;
+    n.mtimeSec = src.mtimeSec; n.mtimeNsec = src.mtimeNsec;
     if (layer?.whiteouts.has(src)) {
-      if (type !== S_IFCHR || src.rdev !== 0) invalid(`${path}: an overlay whiteout must be a 0:0 character device`);
+      if (type !== S_IFCHR || src.rdev !== 0) invalid(`${pathOf(n)}: an overlay whiteout must be a 0:0 character device`);
       n.rawWhiteout = true;
     }
     if (layer?.opaque.has(src)) n.rawOpaque = true;
-    if (![S_IFREG, S_IFDIR, S_IFLNK, S_IFBLK, S_IFCHR, S_IFSOCK, S_IFIFO].includes(type)) {
-      invalid(`${path}: invalid file mode ${src.mode.toString(8)}`);
-    }
-    for (const [k, v] of src.xattrs) {
+    if (!VALID_TYPES.has(type)) invalid(`${pathOf(n)}: invalid file mode ${src.mode.toString(8)}`);
+    for (const k of src.xattrs.size === 0 ? [] : sortNames([...src.xattrs.keys()])) {
+      const v = src.xattrs.get(k)!;
       const kl = k.length; // binary string: one char per byte
-      if (kl === 0 || kl > XATTR_NAME_MAX) invalid(`${path}: invalid xattr name length ${kl}`);
-      if (v.length > XATTR_VALUE_MAX) invalid(`${path}: xattr ${k} value too long`);
-      n.xattrs.set(k, Buffer.from(v));
+      if (kl === 0 || kl > XATTR_NAME_MAX) invalid(`${pathOf(n)}: invalid xattr name length ${kl}`);
+      if (v.length > XATTR_VALUE_MAX) invalid(`${pathOf(n)}: xattr ${k} value too long`);
+      n.xattrs.push(k, binary(v));
     }
     if (type === S_IFLNK) {
-      const t = Buffer.from(src.target ?? '', 'latin1');
-      if (t.length === 0) invalid(`${path}: symlink with empty target`);
-      if (t.length >= PATH_MAX) invalid(`${path}: symlink target too long (${t.length} bytes)`);
+      const t = src.target ?? '';
+      if (t.length === 0) invalid(`${pathOf(n)}: symlink with empty target`);
+      if (t.length >= PATH_MAX) invalid(`${pathOf(n)}: symlink target too long (${t.length} bytes)`);
       n.target = t;
       n.size = t.length;
     } else if (type === S_IFREG) {
       n.size = src.size;
-      if (!Number.isSafeInteger(n.size) || n.size < 0) invalid(`${path}: invalid size ${src.size}`);
+      if (!Number.isSafeInteger(n.size) || n.size < 0) invalid(`${pathOf(n)}: invalid size ${src.size}`);
       if (src.inline && src.inline.length > 0) {
-        if (src.inline.length > INLINE_CONTENT_MAX) invalid(`${path}: inline content larger than ${INLINE_CONTENT_MAX} bytes`);
-        n.content = Buffer.from(src.inline);
+        if (src.inline.length > INLINE_CONTENT_MAX) invalid(`${pathOf(n)}: inline content larger than ${INLINE_CONTENT_MAX} bytes`);
+        n.content = src.inline;
         n.size = src.inline.length;
       } else if (src.inline) {
         n.size = 0;
       }
       if (src.payload !== undefined) {
-        if (src.payload.length >= PATH_MAX) invalid(`${path}: payload too long`);
+        if (src.payload.length >= PATH_MAX) invalid(`${pathOf(n)}: payload too long`);
         n.payload = src.payload;
       }
       if (src.digest) {
-        if (src.digest.length !== 32) invalid(`${path}: digest must be 32 bytes`);
+        if (src.digest.length !== 32) invalid(`${pathOf(n)}: digest must be 32 bytes`);
         n.digest = src.digest;
       }
-      if (isExternal(n) && chunkCount(n.size) > MAX_NONINLINE_CHUNKS) invalid(`${path}: file too large (${n.size} bytes)`);
+      if (isExternal(n) && chunkCount(n.size) > MAX_NONINLINE_CHUNKS) invalid(`${pathOf(n)}: file too large (${n.size} bytes)`);
     }
     copies.set(src, n);
     if (type === S_IFDIR) {
-      n.entries = [];
+      const entries: Entry[] = n.entries = [];
       const names = [...(src.children?.keys() ?? [])].sort(compareNames);
-      for (const name of names) {
-        const nb = Buffer.from(name, 'latin1');
-        if (nb.length === 0 || nb.length > NAME_MAX || name === '.' || name === '..' || nb.includes(0x2f) || nb.includes(0)) {
-          invalid(`${path}: invalid file name "${name}"`);
+      for (let i = 0; i < names.length; i++) {
+        const name = names[i]!;
+        if (name.length === 0 || name.length > NAME_MAX || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
+          invalid(`${pathOf(n)}: invalid file name "${name}"`);
         }
         const child = src.children!.get(name)!;
-        const childPath = `${path === '/' ? '' : path}/${name}`;
         const existing = copies.get(child);
-        const primary = hardlinkPrimary.get(child);
         if (existing) {
-          if (typeOf(child) === S_IFDIR) invalid(`${childPath}: directories cannot be hardlinked`);
-          n.entries.push({ name: nb, node: existing });
-        } else if (primary && (primary.dir !== src || primary.name !== name)) {
+          if (typeOf(child) === S_IFDIR) invalid(`${childPath(n, name)}: directories cannot be hardlinked`);
+          entries.push({ name, node: existing, primary: false });
+          continue;
+        }
+        const primary = hardlinkPrimary.get(child);
+        if (primary && (primary.dir !== src || primary.name !== name)) {
           // A dump's `@` line met before the line that defines the file: the
           // inode belongs where that line put it (as mkcomposefs numbers it).
-          const entry: Entry = { name: nb, node: n };
-          n.entries.push(entry);
-          pending.push([entry, child, childPath]);
+          const entry: Entry = { name, node: n, primary: false };
+          entries.push(entry);
+          pending.push([entry, child, n]);
         } else {
-          n.entries.push({ name: nb, node: copy(child, n, childPath) });
+          entries.push({ name, node: copy(child, n, name), primary: true });
         }
       }
     }
     return n;
   };
   if (typeOf(root) !== S_IFDIR) invalid('the root of a composefs image must be a directory');
-  const pending: Array<[Entry, FsNode, string]> = [];
-  const out = copy(root, undefined, '/');
-  for (const [entry, child, childPath] of pending) {
+  const pending: Array<[Entry, FsNode, WNode]> = [];
+  const out = copy(root, undefined, '');
+  for (const [entry, child, dir] of pending) {
     const node = copies.get(child);
-    if (!node) invalid(`${childPath}: hardlink to a file outside the tree`);
+    if (!node) invalid(`${childPath(dir, entry.name)}: hardlink to a file outside the tree`);
     entry.node = node!;
   }
   return out;
 }
 
-/** Visit each inode once, pre-order, children in name order (upstream's rewrite walk). */
-function* preorder(root: WNode): Generator<WNode> {
-  const seen = new Set<WNode>();
+/** Each inode once, pre-order, children in name order (upstream's rewrite walk). */
+function preorder(root: WNode): WNode[] {
+  const out: WNode[] = [];
   const stack: WNode[] = [root];
   while (stack.length) {
     const n = stack.pop()!;
-    if (seen.has(n)) continue;
-    seen.add(n);
-    yield n;
+    out.push(n);
     if (n.entries) {
       for (let i = n.entries.length - 1; i >= 0; i--) {
         const e = n.entries[i]!;
-        if (isPrimaryEntry(n, e)) stack.push(e.node);
+        if (e.primary) stack.push(e.node);
       }
     }
   }
+  return out;
 }
 
-const isDot = (b: Buffer): boolean => (b.length === 1 && b[0] === 0x2e) || (b.length === 2 && b[0] === 0x2e && b[1] === 0x2e);
+/** The fs-verity descriptor header of trusted.overlay.metacopy: version 0, length 36, reserved, SHA-256. */
+const METACOPY_HEADER = '\x00\x24\x00\x01';
 
 /** mirrors add_overlayfs_xattrs(): escape trusted.overlay.*, add metacopy/redirect, turn whiteouts into files. */
 function addOverlayXattrs(n: WNode, version: number): void {
-  const renamed = new Map<string, Buffer>();
-  for (const [k, v] of n.xattrs) {
-    renamed.set(k.startsWith(OVERLAY_PREFIX) ? OVERLAY_ESCAPE_PREFIX + k.slice(OVERLAY_PREFIX.length) : k, v);
-  }
-  n.xattrs = renamed;
-  if (isExternal(n)) {
-    let meta = Buffer.alloc(0);
-    if (n.digest) {
-      meta = Buffer.alloc(36);
-      meta[1] = 36;
-      meta[3] = 1; // FS_VERITY_HASH_ALG_SHA256
-      Buffer.from(n.digest).copy(meta, 4);
+  const xs = n.xattrs;
+  let escape = false;
+  for (let i = 0; i < xs.length; i += 2) if (xs[i]!.startsWith(OVERLAY_PREFIX)) escape = true;
+  if (escape) {
+    // Every trusted.overlay.* name is renamed, so no renamed name meets one left as it was.
+    n.xattrs = [];
+    for (let i = 0; i < xs.length; i += 2) {
+      const k = xs[i]!;
+      setXattr(n, k.startsWith(OVERLAY_PREFIX) ? OVERLAY_ESCAPE_PREFIX + k.slice(OVERLAY_PREFIX.length) : k, xs[i + 1]!);
     }
-    n.xattrs.set(XATTR_METACOPY, meta);
-    if (n.payload) n.xattrs.set(XATTR_REDIRECT, Buffer.from('/' + n.payload, 'latin1'));
   }
-  if (n.rawOpaque) n.xattrs.set(XATTR_OPAQUE, Buffer.from('y'));
+  if (isExternal(n)) {
+    setXattr(n, XATTR_METACOPY, n.digest ? METACOPY_HEADER + binary(n.digest) : '');
+    if (n.payload) setXattr(n, XATTR_REDIRECT, '/' + n.payload);
+  }
+  if (n.rawOpaque) setXattr(n, XATTR_OPAQUE, 'y');
   if (typeOf(n) === S_IFCHR && n.rdev === 0 && !n.rawWhiteout) {
     n.size = 0;
     n.mode = S_IFREG | (n.mode & ~S_IFMT);
-    n.xattrs.set(XATTR_ESCAPED_WHITEOUT, Buffer.alloc(0));
-    n.xattrs.set(XATTR_USER_WHITEOUT, Buffer.alloc(0));
+    setXattr(n, XATTR_ESCAPED_WHITEOUT, '');
+    setXattr(n, XATTR_USER_WHITEOUT, '');
     const p = n.parent;
-    p.xattrs.set(XATTR_ESCAPED_WHITEOUTS, Buffer.alloc(0));
-    p.xattrs.set(XATTR_USER_WHITEOUTS, Buffer.alloc(0));
+    setXattr(p, XATTR_ESCAPED_WHITEOUTS, '');
+    setXattr(p, XATTR_USER_WHITEOUTS, '');
     if (version >= 1) {
-      p.xattrs.set(XATTR_ESCAPED_OPAQUE, Buffer.from('x'));
-      p.xattrs.set(XATTR_USER_OPAQUE, Buffer.from('x'));
+      setXattr(p, XATTR_ESCAPED_OPAQUE, 'x');
+      setXattr(p, XATTR_USER_OPAQUE, 'x');
     }
   }
 }
 
+/** Names are binary strings: string order is byte order. */
 function insertSorted(entries: Entry[], e: Entry): void {
   let i = 0;
-  while (i < entries.length && Buffer.compare(entries[i]!.name, e.name) < 0) i++;
+  while (i < entries.length && entries[i]!.name < e.name) i++;
   entries.splice(i, 0, e);
 }
 
-const xattrEntrySize = (x: { key: Buffer; value: Buffer }): number =>
-  roundUp(XATTR_ENTRY_SIZE + cachedIndex(x)[1].length + x.value.length, 4);
+/** Set an xattr, keeping the list in name order (binary strings: string order is byte order). */
+function setXattr(n: WNode, name: string, value: string): void {
+  const xs = n.xattrs;
+  let i = 0;
+  for (; i < xs.length; i += 2) {
+    if (xs[i] === name) { xs[i + 1] = value; return; }
+    if (xs[i]! > name) break;
+  }
+  xs.splice(i, 0, name, value);
+}
+function getXattr(n: WNode, name: string): string | undefined {
+  const xs = n.xattrs;
+  for (let i = 0; i < xs.length; i += 2) if (xs[i] === name) return xs[i + 1];
+  return undefined;
+}
+
+/** Sort binary strings (byte order): an inode mostly has a few xattrs, which insertion sort orders fastest. */
+function sortNames(a: string[]): string[] {
+  if (a.length > 16) return a.sort(compareNames);
+  for (let i = 1; i < a.length; i++) {
+    const v = a[i]!;
+    let j = i - 1;
+    for (; j >= 0 && a[j]! > v; j--) a[j + 1] = a[j]!;
+    a[j + 1] = v;
+  }
+  return a;
+}
+
+const xattrEntrySize = (p: Pair): number => roundUp(XATTR_ENTRY_SIZE + p.key.suffix.length + p.value.length, 4);
+
+/**
+ * The image's distinct xattr keys and key/value pairs: pairs are found by
+ * value within their key, and each key's prefix split and bloom-filter bit
+ * are computed once.
+ */
+class XattrTable {
+  keys = new Map<string, XKey>();
+  pairs: Pair[] = [];
+
+  key(name: string): XKey {
+    let k = this.keys.get(name);
+    if (!k) {
+      const [index, suffix] = xattrIndex(Buffer.from(name, 'latin1'));
+      const filterBit = 1 << (xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & 31);
+      this.keys.set(name, (k = { name, index, suffix: suffix.toString('latin1'), filterBit, pairs: new Map() }));
+    }
+    return k;
+  }
+
+  /** The pair for this key and value, counted once more. */
+  add(name: string, value: string): Pair {
+    const key = this.key(name);
+    let p = key.pairs.get(value);
+    if (p) {
+      p.count++;
+    } else {
+      key.pairs.set(value, (p = { key, value, count: 1, offset: -1 }));
+      this.pairs.push(p);
+    }
+    return p;
+  }
+}
 
 /** mirrors compute_erofs_dir_size(): full blocks of dirents, and a tail of at most half a block. */
 function dirSize(n: WNode): void {
   let blocks = 0, blockSize = 0;
-  for (const e of n.entries!) {
+  const entries = n.entries!;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
     const len = DIRENT_SIZE + e.name.length;
     if (blockSize + len > BLKSIZ) { blocks++; blockSize = 0; }
     blockSize += len;
@@ -399,115 +498,82 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   const layer = opts.layer;
   if (layer && layer.parent.length !== 32) invalid('a layer image needs its parent\'s 32-byte digest');
   const root = copyTree(rootIn, layer);
-  const inodes = [...preorder(root)];
+  const inodes = preorder(root);
 
   // lcfs_write_update_version(): whiteouts need format 1 when allowed.
   if (version < 1 && maxVersion >= 1 && inodes.some((n) => typeOf(n) === S_IFCHR && n.rdev === 0 && !n.rawWhiteout)) version = 1;
 
   // rewrite_tree_for_erofs()
-  for (const n of inodes) {
+  for (let i = 0; i < inodes.length; i++) {
+    const n = inodes[i]!;
     addOverlayXattrs(n, version);
     if (n.entries) {
-      insertSorted(n.entries, { name: Buffer.from('.'), node: n });
-      insertSorted(n.entries, { name: Buffer.from('..'), node: n.parent });
+      insertSorted(n.entries, { name: '.', node: n, primary: false });
+      insertSorted(n.entries, { name: '..', node: n.parent, primary: false });
     }
   }
-  if (!layer) root.xattrs.set(XATTR_OPAQUE, Buffer.from('y'));
-  const selinux = root.xattrs.get('security.selinux');
+  if (!layer) setXattr(root, XATTR_OPAQUE, 'y');
+  const selinux = getXattr(root, 'security.selinux');
+  const rootNames = new Set(root.entries!.map((e) => e.name));
   for (let i = 0; i < (layer ? 0 : 256); i++) {
-    const name = Buffer.from(i.toString(16).padStart(2, '0'));
-    if (root.entries!.some((e) => e.name.equals(name))) continue;
-    const w: WNode = {
-      mode: S_IFCHR | 0o644, uid: root.uid, gid: root.gid, nlink: 1, rdev: 0,
-      mtimeSec: root.mtimeSec, mtimeNsec: root.mtimeNsec, size: 0, xattrs: new Map(), parent: root, name, path: `/${name}`,
-      inodeNum: 0, nid: 0, nBlocks: 0, tailSize: 0, compact: false, sortedXattrs: [], xattrSize: 0, ipad: 0, isize: 0,
-    };
-    if (selinux) w.xattrs.set('security.selinux', selinux);
-    insertSorted(root.entries!, { name, node: w });
+    const name = i.toString(16).padStart(2, '0');
+    if (rootNames.has(name)) continue;
+    const w = newWNode(S_IFCHR | 0o644, root, name);
+    w.uid = root.uid; w.gid = root.gid; w.mtimeSec = root.mtimeSec; w.mtimeNsec = root.mtimeNsec;
+    if (selinux) setXattr(w, 'security.selinux', selinux);
+    insertSorted(root.entries!, { name, node: w, primary: true });
   }
 
-  // One Buffer per distinct xattr name (a handful per image), so derived
-  // facts about it are computed once.
-  const keys = new Map<string, Buffer>();
-  const internKey = (k: string): Buffer => {
-    let b = keys.get(k);
-    if (!b) keys.set(k, (b = Buffer.from(k, 'latin1')));
-    return b;
-  };
-
   // lcfs_compute_tree(): breadth-first order, directory link counts, canonical xattr order, minimum mtime.
+  const table = new XattrTable();
   const order: WNode[] = [root];
   let minSec = root.mtimeSec, minNsec = root.mtimeNsec;
-  let hasAcl = false;
   for (let i = 0; i < order.length; i++) {
     const n = order[i]!;
     n.inodeNum = i;
     if (n.entries) {
       let links = 2;
-      for (const e of n.entries) {
-        if (isDot(e.name)) continue;
+      for (let j = 0; j < n.entries.length; j++) {
+        const e = n.entries[j]!;
+        if (e.name === '.' || e.name === '..') continue;
         if (typeOf(e.node) === S_IFDIR) links++;
-        if (isPrimaryEntry(n, e)) order.push(e.node);
+        if (e.primary) order.push(e.node);
       }
       n.nlink = links;
     }
-    // Keys are binary strings: string order is byte order.
-    if (n.xattrs.size > 0) {
-      const keys = n.xattrs.size === 1 ? [...n.xattrs.keys()] : [...n.xattrs.keys()].sort(compareNames);
-      n.sortedXattrs = keys.map((k) => ({ name: k, key: internKey(k), value: n.xattrs.get(k)!, shared: -1 }));
+    const xs = n.xattrs;
+    if (xs.length > 0) {
+      const pairs: Pair[] = n.sortedXattrs = [];
+      for (let j = 0; j < xs.length; j += 2) pairs.push(table.add(xs[j]!, xs[j + 1]!));
     }
     if (n.mtimeSec < minSec || (n.mtimeSec === minSec && n.mtimeNsec < minNsec)) {
       minSec = n.mtimeSec;
       minNsec = n.mtimeNsec;
     }
-    if (n.xattrs.has('system.posix_acl_access') || n.xattrs.has('system.posix_acl_default')) hasAcl = true;
   }
+  const hasAcl = table.keys.has('system.posix_acl_access') || table.keys.has('system.posix_acl_default');
 
-  // compute_erofs_shared_xattrs(): key/value pairs used more than once go to the shared table.
-  const counts = new Map<string, { x: Xattr; count: number; offset: number }>();
-  // A key/value pair's identity: names hold no NUL, so key NUL value is unambiguous.
-  const pairId = (x: Xattr): string => (x.id ??= x.name + '\0' + x.value.toString('latin1'));
-  for (const n of order) {
-    for (const x of n.sortedXattrs) {
-      const id = pairId(x);
-      const c = counts.get(id);
-      if (c) c.count++;
-      else counts.set(id, { x, count: 1, offset: -1 });
-    }
-  }
-  // Only pairs used more than once are shared, so only their order matters.
-  const sortedPairs = [...counts.values()].filter((p) => p.count > 1).sort((a, b) => {
-    const r = Buffer.compare(b.x.key, a.x.key);
-    if (r !== 0) return r;
-    if (a.x.value.length !== b.x.value.length) return b.x.value.length - a.x.value.length;
-    return Buffer.compare(b.x.value, a.x.value);
+  // compute_erofs_shared_xattrs(): key/value pairs used more than once go to
+  // the shared table, ordered by key, value length and value, all descending.
+  const shared = table.pairs.filter((p) => p.count > 1).sort((a, b) => {
+    if (a.key !== b.key) return a.key.name < b.key.name ? 1 : -1;
+    if (a.value.length !== b.value.length) return b.value.length - a.value.length;
+    return a.value < b.value ? 1 : -1; // binary strings: string order is byte order
   });
-  const shared: Xattr[] = [];
   let sharedSize = 0;
-  for (const p of sortedPairs) {
-    if (p.count > 1) {
-      p.offset = sharedSize;
-      shared.push(p.x);
-      sharedSize += xattrEntrySize(p.x);
-    }
+  for (const p of shared) {
+    p.offset = sharedSize;
+    sharedSize += xattrEntrySize(p);
   }
-  for (const n of order) {
-    let nShared = 0;
-    for (const x of n.sortedXattrs) {
-      const p = counts.get(pairId(x))!;
-      if (p.offset >= 0 && nShared < MAX_SHARED_PER_INODE) {
-        x.shared = p.offset;
-        nShared++;
-      } else {
-        x.shared = -1;
-      }
-    }
-  }
+  // An inode refers to at most MAX_SHARED_PER_INODE shared pairs (the first,
+  // in key order); the rest are written inline. Later passes apply this rule.
+  const isSharedRef = (p: Pair, sharedSoFar: number): boolean => p.offset >= 0 && sharedSoFar < MAX_SHARED_PER_INODE;
 
   // compute_erofs_inodes(): sizes, compact or extended, positions and nids.
   let pos = EROFS_SUPER_OFFSET + EROFS_SUPER_SIZE;
   let nDataBlocks = 0;
-  for (const n of order) {
+  for (let i = 0; i < order.length; i++) {
+    const n = order[i]!;
     const type = typeOf(n);
     n.nBlocks = 0;
     n.tailSize = 0;
@@ -527,12 +593,13 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       n.nlink <= 0xffff && n.uid <= 0xffff && n.gid <= 0xffff && size <= 0xffffffff;
     const inodeSize = n.compact ? COMPACT_INODE_SIZE : EXTENDED_INODE_SIZE;
     let nShared = 0, unsharedSize = 0;
-    for (const x of n.sortedXattrs) {
-      if (x.shared >= 0) nShared++;
-      else unsharedSize += xattrEntrySize(x);
+    for (let j = 0; j < n.sortedXattrs.length; j++) {
+        const p = n.sortedXattrs[j]!;
+      if (isSharedRef(p, nShared)) nShared++;
+      else unsharedSize += xattrEntrySize(p);
     }
     n.xattrSize = nShared === 0 && unsharedSize === 0 ? 0 : roundUp(XATTR_IBODY_HEADER_SIZE + nShared * 4 + unsharedSize, 4);
-    if (n.xattrSize > 0 && (n.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1 > 0xffff) invalid(`${n.path}: too many xattrs`);
+    if (n.xattrSize > 0 && (n.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1 > 0xffff) invalid(`${pathOf(n)}: too many xattrs`);
     const aligned = roundUp(pos, SLOTSIZE);
     n.ipad = aligned - pos;
     pos = aligned;
@@ -562,8 +629,8 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   img.writeUInt32LE(FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER, sb + 8);
   img.writeUInt8(BLKSIZ_BITS, sb + 12);
   img.writeUInt16LE(root.nid, sb + 14);
-  img.writeBigUInt64LE(BigInt(order.length), sb + 16);
-  img.writeBigUInt64LE(BigInt.asUintN(64, BigInt(minSec)), sb + 24);
+  writeU64(img, order.length, sb + 16);
+  writeU64(img, minSec, sb + 24);
   img.writeUInt32LE(minNsec >>> 0, sb + 32);
   img.writeUInt32LE(totalBlocks, sb + 36);
   img.writeUInt32LE(Math.floor((EROFS_SUPER_OFFSET + EROFS_SUPER_SIZE) / BLKSIZ), sb + 40);
@@ -572,18 +639,19 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
 
   let off = EROFS_SUPER_OFFSET + EROFS_SUPER_SIZE;
   let dataEnd = dataStart;
-  const writeXattr = (x: Xattr): void => {
-    const [index, suffix] = cachedIndex(x);
+  const writeXattr = (p: Pair): void => {
+    const { index, suffix } = p.key;
     img.writeUInt8(suffix.length, off);
     img.writeUInt8(index, off + 1);
-    img.writeUInt16LE(x.value.length, off + 2);
+    img.writeUInt16LE(p.value.length, off + 2);
     off += 4;
-    off += suffix.copy(img, off);
-    off += x.value.copy(img, off);
+    off += img.write(suffix, off, 'latin1');
+    off += img.write(p.value, off, 'latin1');
     off = roundUp(off, 4);
   };
 
-  for (const n of order) {
+  for (let i = 0; i < order.length; i++) {
+    const n = order[i]!;
     off += n.ipad;
     const type = typeOf(n);
     let layout = n.tailSize > 0 ? LAYOUT_FLAT_INLINE : LAYOUT_FLAT_PLAIN;
@@ -622,12 +690,12 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       img.writeUInt16LE(n.gid, off + 26);
       off += COMPACT_INODE_SIZE;
     } else {
-      img.writeBigUInt64LE(BigInt(size), off + 8);
+      writeU64(img, size, off + 8);
       img.writeUInt32LE(u >>> 0, off + 16);
       img.writeUInt32LE(n.inodeNum, off + 20);
       img.writeUInt32LE(n.uid >>> 0, off + 24);
       img.writeUInt32LE(n.gid >>> 0, off + 28);
-      img.writeBigUInt64LE(BigInt.asUintN(64, BigInt(n.mtimeSec)), off + 32);
+      writeU64(img, n.mtimeSec, off + 32);
       img.writeUInt32LE(n.mtimeNsec >>> 0, off + 40);
       img.writeUInt32LE(n.nlink >>> 0, off + 44);
       off += EXTENDED_INODE_SIZE;
@@ -636,31 +704,40 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
       const start = off;
       let filter = 0;
       let nShared = 0;
-      for (const x of n.sortedXattrs) {
-        const [index, suffix] = cachedIndex(x);
-        filter |= 1 << (xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & 31);
-        if (x.shared >= 0) nShared++;
+      for (let j = 0; j < n.sortedXattrs.length; j++) {
+        const p = n.sortedXattrs[j]!;
+        filter |= p.key.filterBit;
+        if (isSharedRef(p, nShared)) nShared++;
       }
       img.writeUInt32LE((~filter) >>> 0, off);
       img.writeUInt8(nShared, off + 4);
       off += XATTR_IBODY_HEADER_SIZE;
-      for (const x of n.sortedXattrs) {
-        if (x.shared < 0) continue;
-        img.writeUInt32LE(((inodesEnd % BLKSIZ) + x.shared) / 4, off);
+      let refs = 0;
+      for (let j = 0; j < n.sortedXattrs.length; j++) {
+        const p = n.sortedXattrs[j]!;
+        if (!isSharedRef(p, refs)) continue;
+        refs++;
+        img.writeUInt32LE(((inodesEnd % BLKSIZ) + p.offset) / 4, off);
         off += 4;
       }
-      for (const x of n.sortedXattrs) if (x.shared < 0) writeXattr(x);
+      refs = 0;
+      for (let j = 0; j < n.sortedXattrs.length; j++) {
+        const p = n.sortedXattrs[j]!;
+        if (isSharedRef(p, refs)) refs++;
+        else writeXattr(p);
+      }
       if (off - start !== n.xattrSize) throw new Error('composefs writer: xattr size mismatch');
     }
     if (type === S_IFDIR) {
       off = writeDirents(img, off, n, false, true);
     } else if (type === S_IFLNK) {
-      if (n.nBlocks === 0) off += n.target!.copy(img, off);
+      if (n.nBlocks === 0) off += img.write(n.target!, off, 'latin1');
     } else if (type === S_IFREG && n.tailSize > 0) {
       if (n.content) {
-        off += n.content.copy(img, off, n.size - n.tailSize);
+        img.set(n.content.subarray(n.size - n.tailSize), off);
+        off += n.tailSize;
       } else {
-        img.fill(0xff, off, off + nChunks * 4);
+        for (let k = 0; k < nChunks * 4; k++) img[off + k] = 0xff; // null chunk addresses: usually one
         off += nChunks * 4;
       }
     }
@@ -672,7 +749,8 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
   if (off !== dataStart) throw new Error('composefs writer: shared xattr size mismatch');
 
   // write_erofs_data_blocks(): directory blocks and non-inlined content, in inode order.
-  for (const n of order) {
+  for (let i = 0; i < order.length; i++) {
+    const n = order[i]!;
     const type = typeOf(n);
     if (type === S_IFDIR) off = writeDirents(img, off, n, true, false);
     if (n.nBlocks === 0) continue;
@@ -681,20 +759,17 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
         img.fill(0xff, off, off + BLKSIZ);
         off += BLKSIZ;
       } else {
-        n.content.copy(img, off, 0, Math.min(n.content.length, n.nBlocks * BLKSIZ));
+        img.set(n.content.subarray(0, n.nBlocks * BLKSIZ), off);
         off += n.nBlocks * BLKSIZ;
       }
     } else if (type === S_IFLNK) {
-      n.target!.copy(img, off);
+      img.write(n.target!, off, 'latin1');
       off += n.nBlocks * BLKSIZ;
     }
   }
   if (off !== img.length || dataEnd !== img.length) throw new Error('composefs writer: data area size mismatch');
   return img;
 }
-
-/** Whether this entry is the inode's own (first) name rather than ".", ".." or a later hardlink. */
-const isPrimaryEntry = (dir: WNode, e: Entry): boolean => e.node.parent === dir && e.node !== dir && e.name.equals(e.node.name);
 
 /** mirrors write_erofs_dentries(): full blocks (write_blocks) and/or the inline tail (write_tail). */
 function writeDirents(img: Buffer, off: number, n: WNode, writeBlocks: boolean, writeTail: boolean): number {
@@ -704,13 +779,13 @@ function writeDirents(img: Buffer, off: number, n: WNode, writeBlocks: boolean, 
     let p = off;
     for (let i = first; i < first + count; i++) {
       const e = entries[i]!;
-      img.writeBigUInt64LE(BigInt(e.node.nid), p);
+      writeU64(img, e.node.nid, p);
       img.writeUInt16LE(nameoff, p + 8);
       img.writeUInt8(fileType(e.node), p + 10);
       p += DIRENT_SIZE;
       nameoff += e.name.length;
     }
-    for (let i = first; i < first + count; i++) p += entries[i]!.name.copy(img, p);
+    for (let i = first; i < first + count; i++) p += img.write(entries[i]!.name, p, 'latin1');
     off = roundUp(p, align);
   };
   let blockSize = 0, written = 0, first = 0;
