@@ -10,13 +10,16 @@ import { debianFixture, lastLine, removeTree, tempDir } from '../helpers/cli.ts'
 import { compareTrees, listTree } from '../helpers/tree-listing.ts';
 import { rebuiltVersions } from '../helpers/rebuilt-image.ts';
 import { cowshedAsyncOk, startRegistry, type RunningRegistry } from '../registry/servers.ts';
+import { slowOnly } from '../helpers/slow.ts';
 
 const have = (tool: string): boolean => {
   try { execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }); return true; } catch { return false; }
 };
 const missing = ['docker-registry', 'umoci'].filter((t) => !have(t));
 
-describe('update pull of a rebuilt image (zstd:chunked)', { skip: missing.length ? `missing ${missing.join(', ')}` : false }, () => {
+// A Debian-sized case under npm run test:slow (and npm run bench zstd-chunked); partial.test.ts covers
+// the same path in npm test on a smaller image.
+describe('update pull of a rebuilt image (zstd:chunked)', { skip: missing.length ? `missing ${missing.join(', ')}` : slowOnly }, () => {
   let work: string;
   let registry: RunningRegistry;
   before(async () => {

@@ -12,6 +12,7 @@ import { listTree, compareTrees } from '../helpers/tree-listing.ts';
 import { pseudoRandomBytes } from '../fixtures/edge-image.ts';
 import { checkZstdChunked } from './checker.ts';
 import { cowshedAsyncOk, startRegistry, type RunningRegistry } from '../registry/servers.ts';
+import { slowOnly } from '../helpers/slow.ts';
 
 const have = (tool: string): boolean => {
   try { execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }); return true; } catch { return false; }
@@ -86,7 +87,9 @@ describe('zstd:chunked export', { skip: have('zstd') ? false : 'zstd is not inst
 const podmanTools = ['zstd', 'docker-registry', 'podman', 'umoci'];
 const missingPodman = podmanTools.filter((t) => !have(t));
 
-describe('zstd:chunked push, pulled and run by podman', { skip: missingPodman.length ? `missing ${missingPodman.join(', ')}` : false }, () => {
+// A Debian-sized case under npm run test:slow; the export test above checks every file class with the
+// independent checker in npm test.
+describe('zstd:chunked push, pulled and run by podman', { skip: missingPodman.length ? `missing ${missingPodman.join(', ')}` : slowOnly }, () => {
   let work: string;
   let store: string;
   let registry: RunningRegistry;

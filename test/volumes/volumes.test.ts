@@ -11,6 +11,7 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSyn
 import { join } from 'node:path';
 import { cowshed, cowshedOk, tempDir, removeTree, lastLine, debianFixture, podmanOciRef, REPO } from '../helpers/cli.ts';
 import { loopFs } from '../helpers/loop-fs.ts';
+import { slowOnly } from '../helpers/slow.ts';
 
 interface Case { name: string; driver: string; fs?: 'btrfs' | 'xfs' }
 const CASES: Case[] = [
@@ -50,8 +51,9 @@ describe('volumes and mounts', () => {
   });
   after(() => removeTree(work));
 
+  // The other drivers under npm run test:slow: the volume code is shared, only the root differs.
   for (const c of CASES) {
-    describe(c.name, () => {
+    describe(c.name, { skip: c.driver === 'composefs' ? false : slowOnly }, () => {
       let store: string;
       let base: string;
       before(() => {
