@@ -4,8 +4,8 @@
 // it accepts the EROFS writer can also write; printDump writes what
 // `composefs-info dump` prints.
 import {
-  type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, S_IFSOCK, S_IFIFO,
-  compareNames, newNode, hardlinkPrimary,
+  type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK,
+  compareNames, newNode, hardlinkPrimary, isKnownType,
 } from '../tree/node.ts';
 import { CowshedError } from '../util/errors.ts';
 import { escapeName } from '../util/names.ts';
@@ -83,13 +83,6 @@ function parseUint(data: Buffer, s: number, e: number, base: 8 | 10, what: strin
 const low32 = (v: number | bigint): number => (typeof v === 'number' ? v % 2 ** 32 : Number(v & 0xffffffffn));
 const int64 = (v: number | bigint): number => (typeof v === 'number' ? v : Number(BigInt.asIntN(64, v)));
 
-/** Bytes copied out of the dump (the node must not keep the whole input alive). */
-function copyBytes(b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(b.length);
-  for (let i = 0; i < b.length; i++) out[i] = b[i]!;
-  return out;
-}
-
 /** A 64-digit hex field (bytes s..e of b) as 32 bytes, or undefined if it is not one. */
 function hexDigest(b: Uint8Array, s = 0, e = b.length): Uint8Array | undefined {
   if (e - s !== 64) return undefined;
@@ -108,8 +101,6 @@ function hexValue(c: number): number {
   return -1;
 }
 
-const validType = (mode: number): boolean =>
-  [S_IFREG, S_IFDIR, S_IFLNK, S_IFBLK, S_IFCHR, S_IFSOCK, S_IFIFO].includes(mode & S_IFMT);
 
 /** Xattr bookkeeping as lcfs_node_set_xattr does it, to apply the same size budget. */
 interface XattrBudget { size: number }
@@ -267,7 +258,7 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
     const modeNum = num(2, 8, 'mode', modeStart);
     if (modeNum > 0xffffffff) throw new Error('mode out of range');
     const mode = Number(modeNum);
-    if (!validType(mode)) throw new Error(`invalid mode ${mode.toString(8)}`);
+    if (!isKnownType(mode)) throw new Error(`invalid mode ${mode.toString(8)}`);
     const type = mode & S_IFMT;
     const node = newNode(mode);
     const slot: Slot = { node, lineNo: no, isLink };
@@ -394,7 +385,8 @@ export function parseDump(input: Uint8Array | string, opts: { lenient?: boolean 
       while (eq < sp && data[eq] !== 0x3d) eq++;
       if (eq === sp) throw new Error('missing = in xattr');
       const key = str(p, eq);
-      const value = escaped ? new Uint8Array(unescape(data.subarray(eq + 1, sp))) : copyBytes(data.subarray(eq + 1, sp));
+      // A copy either way: the node must not keep the whole input alive.
+      const value = new Uint8Array(escaped ? unescape(data.subarray(eq + 1, sp)) : data.subarray(eq + 1, sp));
       setXattrChecked(node, budget, key, value);
       p = sp + 1;
     }

@@ -3,7 +3,7 @@
 // xattrs become digest/payload again, escaped whiteouts become 0:0 character
 // devices, the root's 00..ff whiteouts are dropped. Every read is bounds
 // checked: a damaged image gives an EFORMAT error, never a crash or a loop.
-import { type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, newNode } from '../tree/node.ts';
+import { type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, newNode, isKnownType } from '../tree/node.ts';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { CowshedError } from '../util/errors.ts';
 import {
@@ -192,7 +192,7 @@ export function imageAccess(image: Uint8Array, load?: (off: number, len: number)
   const buildNode = (nid: number, inRoot: boolean, name: string): FsNode | undefined => {
     const ino = readInode(nid);
     const type = ino.mode & S_IFMT;
-    if (![S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].includes(type)) bad(`inode ${nid}: invalid mode ${ino.mode.toString(8)}`);
+    if (!isKnownType(ino.mode)) bad(`inode ${nid}: invalid mode ${ino.mode.toString(8)}`);
     if (type === S_IFCHR && ino.u === 0 && inRoot && /^[0-9a-f]{2}$/.test(name)) return undefined; // the root's whiteouts
     const node = newNode(ino.mode, {
       uid: ino.uid, gid: ino.gid, nlink: ino.nlink, mtimeSec: ino.mtimeSec, mtimeNsec: ino.mtimeNsec,

@@ -5,9 +5,8 @@
 // and padding, chunk-based stubs for external files. Each step says which
 // upstream function it mirrors.
 import { escapeName } from '../util/names.ts';
-import { hardlinkPrimary } from '../tree/node.ts';
 import {
-  type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, S_IFSOCK, S_IFIFO, compareNames,
+  type FsNode, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, S_IFSOCK, S_IFIFO, compareNames, hardlinkPrimary, isKnownType,
 } from '../tree/node.ts';
 import { CowshedError } from '../util/errors.ts';
 import { INLINE_CONTENT_MAX, PATH_MAX, NAME_MAX, XATTR_NAME_MAX, XATTR_VALUE_MAX } from './dump.ts';
@@ -217,8 +216,6 @@ const binary = (b: Uint8Array): string =>
 
 const isExternal = (n: WNode): boolean => typeOf(n) === S_IFREG && n.size > 0 && n.content === undefined;
 
-const VALID_TYPES = new Set([S_IFREG, S_IFDIR, S_IFLNK, S_IFBLK, S_IFCHR, S_IFSOCK, S_IFIFO]);
-
 /** Copy the caller's tree: hardlinks become extra entries pointing at the first name's inode (depth-first order). */
 function copyTree(root: FsNode, layer?: LayerImage): WNode {
   const copies = new Map<FsNode, WNode>();
@@ -233,7 +230,7 @@ function copyTree(root: FsNode, layer?: LayerImage): WNode {
       n.rawWhiteout = true;
     }
     if (layer?.opaque.has(src)) n.rawOpaque = true;
-    if (!VALID_TYPES.has(type)) invalid(`${pathOf(n)}: invalid file mode ${src.mode.toString(8)}`);
+    if (!isKnownType(src.mode)) invalid(`${pathOf(n)}: invalid file mode ${src.mode.toString(8)}`);
     for (const k of src.xattrs.size === 0 ? [] : sortNames([...src.xattrs.keys()])) {
       const v = src.xattrs.get(k)!;
       const kl = k.length; // binary string: one char per byte
@@ -594,7 +591,7 @@ export function writeComposefsImage(rootIn: FsNode, opts: WriteOptions = {}): Bu
     const inodeSize = n.compact ? COMPACT_INODE_SIZE : EXTENDED_INODE_SIZE;
     let nShared = 0, unsharedSize = 0;
     for (let j = 0; j < n.sortedXattrs.length; j++) {
-        const p = n.sortedXattrs[j]!;
+      const p = n.sortedXattrs[j]!;
       if (isSharedRef(p, nShared)) nShared++;
       else unsharedSize += xattrEntrySize(p);
     }

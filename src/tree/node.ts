@@ -46,6 +46,10 @@ export const isDir = (n: FsNode): boolean => (n.mode & S_IFMT) === S_IFDIR;
 export const isReg = (n: FsNode): boolean => (n.mode & S_IFMT) === S_IFREG;
 export const isSymlink = (n: FsNode): boolean => (n.mode & S_IFMT) === S_IFLNK;
 
+const KNOWN_TYPES = new Set([S_IFREG, S_IFDIR, S_IFLNK, S_IFBLK, S_IFCHR, S_IFSOCK, S_IFIFO]);
+/** Whether a mode's type bits name one of the seven Linux file types. */
+export const isKnownType = (mode: number): boolean => KNOWN_TYPES.has(mode & S_IFMT);
+
 export function newNode(mode: number, init: Partial<FsNode> = {}): FsNode {
   const n: FsNode = {
     mode, uid: 0, gid: 0, nlink: 1, rdev: 0, mtimeSec: 0, mtimeNsec: 0, size: 0,
