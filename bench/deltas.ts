@@ -18,7 +18,7 @@ import { Store } from '../src/store/store.ts';
 import { createDelta } from '../src/delta/create.ts';
 import { encodeIndex, type DeltaIndex } from '../src/delta/format.ts';
 import { DeltaPlanner, layerKey } from '../src/delta/plan.ts';
-import { openLocalDelta, writeDeltaLayout, type DeltaReader } from '../src/delta/artifact.ts';
+import { bytesReadBy, openLocalDelta, writeDeltaLayout, type DeltaReader } from '../src/delta/artifact.ts';
 import { deltaImageSource, prepareDelta } from '../src/delta/apply.ts';
 import { parsePolicy, policyBases } from '../src/delta/policy.ts';
 import { splitRefs, storedSplit } from '../src/delta/split-refs.ts';
@@ -154,7 +154,7 @@ export function deltaBenchmarks(opts: DeltaBenchOptions): { benchmark: Benchmark
           const row = rows.at(-1)!;
           row.applyMs = ms;
           row.applyPair = `2→7 via ${path.map(([b, t]) => `${b}→${t}`).reverse().join(', ')}`;
-          row.applyBytes = readers.reduce((a, r) => a + r.bytesRead, 0);
+          row.applyBytes = bytesReadBy(readers);
           s2.close();
           stores.delete(s2);
           execFileSync('rm', ['-rf', sub]);

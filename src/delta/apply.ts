@@ -27,7 +27,7 @@ import { CowshedError, fail, isCowshedError } from '../util/errors.ts';
 import { decodeEntry, type DeltaIndex } from './format.ts';
 import { DeltaPlanner, layerKey, type Key, type Step } from './plan.ts';
 import { gzipSplit, splitRefs, storedSplit } from './split-refs.ts';
-import type { DeltaReader } from './artifact.ts';
+import { bytesReadBy, type DeltaReader } from './artifact.ts';
 
 /** Ranges closer than this are fetched as one. */
 const COALESCE_GAP = 16 << 10;
@@ -112,7 +112,7 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
   const staged = new Map<string, string>();
   const splits = new Map<Key, Buffer>();
   const fetched = new Map<string, Buffer>(); // `${reader}:${entryIndex}` → packed bytes
-  const bytesBefore = readers.reduce((a, r) => a + r.bytesRead, 0);
+  const bytesBefore = bytesReadBy(readers);
   const result: PreparedDelta = {
     layers: new Map(),
     plan: [],
@@ -259,7 +259,7 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
       for (const lp of result.plan) {
         if (lp.source !== 'delta') continue;
         const refs = refsOf.get(lp.diffId)!;
-        const read0 = readers.reduce((a, r) => a + r.bytesRead, 0);
+        const read0 = bytesReadBy(readers);
         try {
           await fetchSteps(planner.closure(refs).steps.map((s) => s.step)).catch((e: unknown) => {
             if (!isCowshedError(e)) throw e; // a bad range: materialize fetches entry by entry
@@ -270,7 +270,7 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
           // A failing entry: what was rebuilt stays staged; a zstd:chunked layer takes the rest per file.
           lp.source = 'layer';
           lp.reason = e.message;
-          lp.bytes = readers.reduce((a, r) => a + r.bytesRead, 0) - read0; // spent on the attempt
+          lp.bytes = bytesReadBy(readers) - read0; // spent on the attempt
           if (opts.chunked?.has(lp.diffId)) lp.perFile = true;
           continue;
         }
@@ -283,7 +283,7 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
         }));
       }
     }
-    result.bytesFetched = readers.reduce((a, r) => a + r.bytesRead, 0) - bytesBefore;
+    result.bytesFetched = bytesReadBy(readers) - bytesBefore;
     result.perFile = (diffId) => {
       const plan = result.plan.find((p) => p.diffId === diffId);
       const refs = orderOf.get(diffId);
@@ -297,7 +297,7 @@ export async function prepareDelta(store: Store, readers: DeltaReader[], diffIds
           if (!isCowshedError(e)) throw e; // a bad range: materialize fetches entry by entry
         }),
         materialize: (key) => materialize(key),
-        bytesRead: () => readers.reduce((a, r) => a + r.bytesRead, 0),
+        bytesRead: () => bytesReadBy(readers),
       };
     };
     return result;

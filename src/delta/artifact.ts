@@ -90,6 +90,9 @@ export interface DeltaReader {
   close(): Promise<void>;
 }
 
+/** Bytes read so far by all of these readers together. */
+export const bytesReadBy = (readers: DeltaReader[]): number => readers.reduce((a, r) => a + r.bytesRead, 0);
+
 // ---- writing
 
 /** Writes a delta into an OCI layout directory under `tag` (optional). Returns the artifact manifest digest. */

@@ -16,7 +16,7 @@ import { CowshedError } from '../util/errors.ts';
 import { listDeltas, openRegistryDelta } from './registry.ts';
 import { prepareDelta, type LayerPlan, type PreparedDelta } from './apply.ts';
 import { ANNOTATION_FROM } from './format.ts';
-import type { DeltaReader } from './artifact.ts';
+import { bytesReadBy, type DeltaReader } from './artifact.ts';
 import type { RegistryClient } from '../registry/client.ts';
 import { chunkedKind, parseAnnotations } from '../chunked/format.ts';
 import type { FileSourceHook } from '../plan/layers.ts';
@@ -125,9 +125,9 @@ export async function planDeltaPull(store: Store, ref: string, opts: PullOptions
   try {
     const { readers, via } = await chooseDeltas(store, src.client, src.registryRef.repository, src.manifest.digest);
     summary.referrers = via;
-    summary.deltaBytes += readers.reduce((a, r) => a + r.bytesRead, 0);
+    summary.deltaBytes += bytesReadBy(readers);
     if (readers.length === 0) return none(via === 'none' ? 'no deltas published for this image' : 'no usable delta');
-    const before = readers.reduce((a, r) => a + r.bytesRead, 0);
+    const before = bytesReadBy(readers);
     prepared = await prepareDelta(store, readers, src.layers.map((l) => l.diffId), {
       layerSizes: new Map(src.layers.map((l) => [l.diffId, l.size])),
       ...(opts.partial === false ? {} : { chunked: chunkedLayers(src.layers) }),
@@ -137,7 +137,7 @@ export async function planDeltaPull(store: Store, ref: string, opts: PullOptions
     summary.deltasUsed = readers.length;
     // Recomputed when a per-file plan finishes (its delta bytes are read then).
     const refresh = (): void => {
-      summary.deltaBytes = base + readers.reduce((a, r) => a + r.bytesRead, 0);
+      summary.deltaBytes = base + bytesReadBy(readers);
       const fromDeltas = prepared!.plan.filter((p) => p.source === 'delta').length;
       const mixed = prepared!.plan.filter((p) => p.source === 'mixed').length;
       summary.plan = fromDeltas + mixed === 0 ? 'layers' : fromDeltas === missing.length ? 'deltas' : 'mixed';
