@@ -138,6 +138,9 @@ function refused(what: string, detail: string, code: 'EFORMAT' | 'EDIGEST' = 'EF
   return new CowshedError(code, `${what}: ${detail}`);
 }
 
+/** A whole-layer plan fetches no file in part. */
+const NOTHING_IN_PART = { filesPartial: 0, filesPartialBytes: 0, filesPartialSize: 0 } as const;
+
 type Chunk = FileFrames['chunks'][number];
 /** Chunks of missing files read from stored objects instead of fetched. */
 interface LocalChunks {
@@ -241,7 +244,7 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
   const blob = new SparseBlob(src.tmpDir, src.size);
   try {
     const wholeFromFile = (bytesWanted: number, chunks: ChunkedFile[] = []): PartialPlan => ({
-      method: 'whole', files: 0, filesFetched: 0, filesFound: 0, filesPartial: 0, filesPartialBytes: 0, filesPartialSize: 0, bytesWanted, fetched: [], chunks,
+      method: 'whole', files: 0, filesFetched: 0, filesFound: 0, ...NOTHING_IN_PART, bytesWanted, fetched: [], chunks,
       tar: () => decompressZstdFrames(verifiedStream(blob.stream(0, src.size), src.digest, src.size, what), what),
       close: () => blob.close(),
     });
@@ -297,7 +300,7 @@ export async function planPartial(src: PartialSource): Promise<PartialPlan> {
       // Most of it is missing: one request for the whole blob costs less.
       blob.close();
       return {
-        method: 'whole', files: needed.length, filesFetched: 0, filesFound: needed.length - missing.length, filesPartial: 0, filesPartialBytes: 0, filesPartialSize: 0,
+        method: 'whole', files: needed.length, filesFetched: 0, filesFound: needed.length - missing.length, ...NOTHING_IN_PART,
         bytesWanted: metaBytes + src.size, fetched: [], chunks, tar: undefined, close: () => {},
       };
     }

@@ -28,7 +28,6 @@ export function trustOptions(program: Command, o: object): TrustOptions {
   };
 }
 
-
 function addSigningOptions(cmd: Command): Command {
   return cmd
     .option('--sign-by-sigstore-private-key <file>', 'sign with this sigstore (cosign) private key: signature at the sha256-<hex>.sig tag')
@@ -78,14 +77,11 @@ export async function pushSigner(
 }
 
 /**
- * mount --verify, run --verify: the whole chain under the current policy;
- * prints what was checked. Returns the id verified: use it (not the name,
- * which another process may move meanwhile) for what follows.
- */
-/**
- * Verifies the chain of `image` and returns the image id verified with the line
- * that says so (empty under --quiet). The caller prints the line once its own
- * step has worked too, so that a failure after the check is still one line.
+ * mount --verify, run --verify: the whole chain under the current policy.
+ * Returns the id verified (use it, not the name, which another process may
+ * move meanwhile, for what follows) and the line that says what was checked
+ * (empty under --quiet). The caller prints that line once its own step has
+ * worked too, so that a failure after the check is still one line.
  */
 export async function verifyForUse(program: Command, s: Store, image: string, o: object): Promise<{ image: string; summary: string }> {
   const { verifyChain } = await import('../trust/chain.ts');
