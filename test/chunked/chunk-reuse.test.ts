@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { lastLine, removeTree, tempDir } from '../helpers/cli.ts';
-import { compareTrees, listTree } from '../helpers/tree-listing.ts';
+import { removeTree, tempDir } from '../helpers/cli.ts';
+import { assertMountsAsUmociUnpacks } from '../helpers/umoci-judge.ts';
 import { pseudoRandomBytes } from '../fixtures/edge-image.ts';
 import { cowshedAsync, cowshedAsyncOk, startRegistry, type RunningRegistry } from '../registry/servers.ts';
 
@@ -107,17 +107,7 @@ describe('zstd:chunked chunk-level reuse', { skip: missing.length ? `missing ${m
     assert.equal(await composefsOf(store), v2Composefs);
 
     // The judge: umoci unpack of v2 as the source store exports it (gzip).
-    const layout = join(work, 'layout');
-    await cowshedAsyncOk(src, ['export', 'big:v2', `oci:${layout}:v2`]);
-    const unpacked = join(work, 'umoci-v2');
-    execFileSync('umoci', ['unpack', '--image', `${layout}:v2`, unpacked], { stdio: 'ignore' });
-    const mnt = lastLine(await cowshedAsyncOk(store, ['mount', `${registry.host}/big:v2`]));
-    try {
-      const diffs = compareTrees(await listTree(mnt, { nsec: true }), await listTree(join(unpacked, 'rootfs'), { nsec: true }));
-      assert.deepEqual(diffs, [], diffs.join('\n'));
-    } finally {
-      await cowshedAsyncOk(store, ['umount', `${registry.host}/big:v2`]);
-    }
+    await assertMountsAsUmociUnpacks({ source: src, exported: 'big:v2', store, image: `${registry.host}/big:v2`, work, tag: 'v2' });
   });
 
   test('the text output says how much of a file fetched in part came over', async () => {

@@ -6,8 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { debianFixture, lastLine, removeTree, tempDir } from '../helpers/cli.ts';
-import { compareTrees, listTree } from '../helpers/tree-listing.ts';
+import { debianFixture, removeTree, tempDir } from '../helpers/cli.ts';
+import { assertMountsAsUmociUnpacks } from '../helpers/umoci-judge.ts';
 import { rebuiltVersions } from '../helpers/rebuilt-image.ts';
 import { cowshedAsyncOk, startRegistry, type RunningRegistry } from '../registry/servers.ts';
 import { slowOnly } from '../helpers/slow.ts';
@@ -56,16 +56,6 @@ describe('update pull of a rebuilt image (zstd:chunked)', { skip: missing.length
     assert.ok(l.filesFetched <= rb.changed.length && l.filesFetched >= rb.changed.length * 0.9, `${l.filesFetched} fetched, ${rb.changed.length} changed`);
 
     // The judge: umoci unpack of v2 as the source store exports it (gzip, from its own import).
-    const layout = join(work, 'layout');
-    await cowshedAsyncOk(src, ['export', 'rebuilt:v2', `oci:${layout}:v2`]);
-    const unpacked = join(work, 'umoci-v2');
-    execFileSync('umoci', ['unpack', '--image', `${layout}:v2`, unpacked], { stdio: 'ignore' });
-    const mnt = lastLine(await cowshedAsyncOk(store, ['mount', `${registry.host}/rebuilt:v2`]));
-    try {
-      const diffs = compareTrees(await listTree(mnt, { nsec: true }), await listTree(join(unpacked, 'rootfs'), { nsec: true }));
-      assert.deepEqual(diffs, [], diffs.join('\n'));
-    } finally {
-      await cowshedAsyncOk(store, ['umount', `${registry.host}/rebuilt:v2`]);
-    }
+    await assertMountsAsUmociUnpacks({ source: src, exported: 'rebuilt:v2', store, image: `${registry.host}/rebuilt:v2`, work, tag: 'v2' });
   });
 });
