@@ -137,8 +137,11 @@ function cowshedSide(cfg: Config, opts: DriverBenchOptions): Side {
       return { id: c.id, rootfs: c.rootfs };
     },
     async createCli() {
+      // Two processes, as on podman's side: create leaves the mount to the first mount (as podman create does).
       const r = await exec(process.execPath, [cli, '--store', store!.paths.root, 'create', tags.debian], { cwd: opts.repo });
-      return r.stdout.trim().split('\n').at(-1)!;
+      const id = r.stdout.trim().split('\n').at(-1)!;
+      await exec(process.execPath, [cli, '--store', store!.paths.root, 'mount', id], { cwd: opts.repo });
+      return id;
     },
     async createMany(image, n) {
       const ids: string[] = [];

@@ -36,12 +36,13 @@ type WithStore = <T>(fn: (s: Store) => Promise<T> | T) => Promise<T>;
 
 export function containerCommands(program: Command, withStore: WithStore, say: (s: string) => void): void {
   program.command('create')
-    .description('make a container from an image (mounted, ready); prints its id')
+    .description('make a container from an image; prints its id (mount or commit mounts it, as with podman)')
     .argument('<image>')
     .option('--name <name>', 'container name')
     .action(async (image: string, o: { name?: string }) => withStore(async (s) => {
       const { createContainer } = await containersLib();
-      say((await createContainer(s, image, { name: o.name })).id);
+      // Like podman create: the container is mounted by its first mount or commit (diff reads its upper layer unmounted).
+      say((await createContainer(s, image, { name: o.name, mount: false })).id);
     }));
 
   program.command('run')

@@ -68,8 +68,7 @@ export async function createContainer(store: Store, imageRef: string, opts: Crea
       store.db.run("INSERT INTO containers (id, name, image_id, composefs, created, state, creator_pid) VALUES (?, ?, ?, ?, ?, 'creating', ?)",
         id, name, image.id, image.composefs, Date.now(), process.pid);
     });
-    await driver.create(store, { id, imageId: image.id, composefs: image.composefs });
-    if (opts.mount === false) driver.unmount(store, { id, imageId: image.id, composefs: image.composefs });
+    await driver.create(store, { id, imageId: image.id, composefs: image.composefs }, { mount: opts.mount !== false });
     store.db.tx(() => store.db.run("UPDATE containers SET state = 'created', creator_pid = NULL WHERE id = ?", id));
   } catch (e) {
     try { driver.remove(store, { id, imageId: image.id, composefs: image.composefs }); } catch { /* it may not exist */ }

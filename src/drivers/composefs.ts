@@ -282,12 +282,12 @@ export async function verifyImage(store: Store, id: string, stackTop: string): P
 
 export const composefsDriver: StorageDriver = {
   check() { /* overlay and erofs are checked by mounting */ },
-  create(store, c) {
+  create(store, c, opts) {
     const p = containerPaths(store, c.id);
     mkdirSync(p.upper, { mode: 0o755 });
     mkdirSync(p.work, { mode: 0o700 });
     mkdirSync(p.merged, { mode: 0o755 });
-    mountContainer(store, c.id);
+    if (opts?.mount !== false) mountContainer(store, c.id);
   },
   mount: (store, c) => mountContainer(store, c.id),
   unmount: (store, c) => unmountContainer(store, c.id),

@@ -18,8 +18,8 @@ export interface ContainerRef { id: string; imageId: string; composefs: string }
 export interface StorageDriver {
   /** Refuse, with a clear error naming the fix, when this host or filesystem cannot serve the driver. */
   check(store: Store): void;
-  /** Make the container's storage (and mount it where the driver mounts). */
-  create(store: Store, c: ContainerRef): void | Promise<void>;
+  /** Make the container's storage, and mount it where the driver mounts unless `mount` is false. */
+  create(store: Store, c: ContainerRef, opts?: { mount?: boolean }): void | Promise<void>;
   /** Mount (idempotent) and return the root filesystem path. */
   mount(store: Store, c: ContainerRef): string;
   unmount(store: Store, c: ContainerRef): void;

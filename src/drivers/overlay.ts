@@ -140,7 +140,7 @@ function layerIds(store: Store, imageId: string): string[] {
 
 export const overlayDriver: StorageDriver = {
   check() { /* overlay is checked by mounting */ },
-  async create(store, c) {
+  async create(store, c, opts) {
     mkdirSync(join(layersDir(store), 'l'), { recursive: true, mode: 0o700 });
     const ids = layerIds(store, c.imageId);
     for (let i = 0; i < ids.length; i++) {
@@ -150,7 +150,7 @@ export const overlayDriver: StorageDriver = {
     mkdirSync(p.upper, { mode: 0o755 });
     mkdirSync(p.work, { mode: 0o700 });
     mkdirSync(p.merged, { mode: 0o755 });
-    overlayDriver.mount(store, c);
+    if (opts?.mount !== false) overlayDriver.mount(store, c);
   },
   mount(store, c) {
     const p = containerPaths(store, c.id);
