@@ -77,6 +77,11 @@ test('the installed command starts with the system Node first on PATH and runs t
   assert.ok(existsSync(node), `${node} (the "node" dependency) is missing`);
   assert.match(ok(node, ['--version']), /^v2[4-9]\./);
   assert.equal(realpathSync(cmd), join(prefix, 'lib', 'node_modules', 'cowshed', 'bin', 'cowshed'));
+  // The build took Node's built-ins with process.getBuiltinModule (scripts/dist-builtins.ts): no module imports one.
+  const dist = join(prefix, 'lib', 'node_modules', 'cowshed', 'dist');
+  const imported = (readdirSync(dist, { recursive: true }) as string[]).filter((f) => f.endsWith('.js'))
+    .filter((f) => /^import [^;]* from ['"]node:/m.test(readFileSync(join(dist, f), 'utf8')));
+  assert.deepEqual(imported, []);
 
   const store = join(work, 'store-global');
   ok('cowshed', ['--store', store, 'import', `oci:${layout}:v1`, 'debian:v1'], { path });
