@@ -317,7 +317,7 @@ export function containerBenchmarks(opts: ContainerBenchOptions): { benchmarks: 
       const cliMs = medianOf(proc, 'cowshed create, Debian');
       const floor = medianOf(proc, 'node -e 0 (start-up floor)');
       if (cliMs && floor) proc.notes.push(`cowshed create beyond Node start-up: ${(cliMs - floor).toFixed(0)} ms`);
-      proc.notes.push('neither create mounts the container (the first mount, run, diff or commit does); the + mount rows are two processes each');
+      proc.notes.push('neither create mounts the container (its first mount or commit does); the + mount rows are two processes each');
 
       // 100 containers in one go, and what they cost on disk.
       let store: Store;
