@@ -122,7 +122,7 @@ describe('containers', () => {
     const ids: string[] = [];
     for (let i = 0; i < 20; i++) ids.push(lastLine(cowshedOk(store, 'create', 'edge')));
     const containerMounts = (ls: string[]) => ls.filter((l) => l.split(' ')[4]?.startsWith(join(store, 'containers'))).length;
-    // As podman create: a container is mounted by its first mount (or run, diff, commit), not by create.
+    // As podman create: a container is mounted by its first mount (or commit), not by create.
     assert.equal(containerMounts(mountLines()), 1, 'create mounts nothing; only d is mounted');
     for (const id of ids) cowshedOk(store, 'mount', id);
     const lines = mountLines();
