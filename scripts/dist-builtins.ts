@@ -33,18 +33,13 @@ export function rewriteBuiltinImports(js: string): string {
   });
 }
 
-function walk(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? walk(join(dir, e.name)) : e.name.endsWith('.js') ? [join(dir, e.name)] : []);
-}
-
 if (import.meta.main) {
   const dir = process.argv[2] ?? 'dist';
   let changed = 0;
-  for (const f of walk(dir)) {
+  for (const f of (readdirSync(dir, { recursive: true }) as string[]).filter((n) => n.endsWith('.js')).map((n) => join(dir, n))) {
     const before = readFileSync(f, 'utf8');
     const after = rewriteBuiltinImports(before);
     if (after !== before) { writeFileSync(f, after); changed++; }
   }
-  process.stdout.write(`dist-builtins: ${changed} modules take Node built-ins with process.getBuiltinModule\n`);
+  process.stdout.write(`dist-builtins: rewrote the built-in imports of ${changed} modules\n`);
 }
