@@ -101,7 +101,6 @@ function hexValue(c: number): number {
   return -1;
 }
 
-
 /** Xattr bookkeeping as lcfs_node_set_xattr does it, to apply the same size budget. */
 interface XattrBudget { size: number }
 
